@@ -1,0 +1,139 @@
+"""Atomic file writes and safe checkpoint loading.
+
+Every file rlmix writes (checkpoints, metrics, configs, tables) goes through a temporary file in
+the same directory followed by ``os.replace``, so a run killed mid-write leaves the previous file
+intact. Classifier checkpoints load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlmix import __version__
+from rlmix.errors import ConfigError
+
+CHECKPOINT_FORMAT = 1
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it into place."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ConfigError(f"cannot write to '{path.parent}': {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 text atomically."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Save a checkpoint dict atomically, stamped with the rlmix version and format."""
+    payload = {"format": CHECKPOINT_FORMAT, "rlmix_version": __version__, **state}
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | os.PathLike, *, config: dict[str, Any] | None = None) -> dict:
+    """Load a checkpoint saved by :func:`save_checkpoint` with ``weights_only=True``.
+
+    Args:
+        path: the checkpoint file.
+        config: if given, the run's resolved config; a checkpoint recorded with a different
+            config (other than ``out`` and the epoch count) is refused.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, corrupt, from another format, or from a
+            run whose config differs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        raise ConfigError(f"checkpoint '{path}' is corrupt or not an rlmix checkpoint: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"checkpoint '{path}' has an unknown format; was it written by rlmix?")
+    if config is not None and "config" in state:
+        diff = config_difference(state["config"], config)
+        if diff:
+            raise ConfigError(
+                f"checkpoint '{path}' was written with a different config ({diff}); "
+                "resume with the config it was written with"
+            )
+    return state
+
+
+# Keys that may change between a run and its resumption.
+_RESUMABLE_KEYS = {"out", "trainer.epochs"}
+
+
+def config_difference(saved: dict, current: dict) -> str:
+    """Describe the first differing key between two config dicts, ignoring resumable keys."""
+    flat_a, flat_b = _flatten(saved), _flatten(current)
+    for key in sorted(set(flat_a) | set(flat_b)):
+        if key in _RESUMABLE_KEYS:
+            continue
+        if flat_a.get(key) != flat_b.get(key):
+            return f"{key}: {flat_a.get(key)!r} in the checkpoint, {flat_b.get(key)!r} now"
+    return ""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in ("options",):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_writable(directory: str | os.PathLike) -> Path:
+    """Create ``directory`` if needed and make sure files can be written there."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise ConfigError(f"output directory '{directory}' is not writable: {e.strerror or e}") from e
+    return directory
+
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_writable",
+    "config_difference",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,100 @@
+"""Command-line plumbing shared by ``rlmix.train``, ``rlmix.train_agent`` and ``rlmix.compare``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from rlmix.errors import ConfigError, RlmixError
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """The options every entry point shares."""
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML config path or a name in configs/ (default: the embedded default)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set trainer.lr_max=0.2 (repeatable; YAML values)",
+    )
+    parser.add_argument("--epochs", type=int, help="classifier epochs (trainer.epochs)")
+    parser.add_argument("--seed", type=int, help="random seed (seed)")
+    parser.add_argument("--out", help="run directory (out)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
+    )
+
+
+def overrides_from_args(args: argparse.Namespace, **extra: object) -> list[str]:
+    """``--set`` values plus the shortcut flags, as dotted ``key=value`` strings."""
+    out = list(args.overrides)
+    for key, value in (("trainer.epochs", args.epochs), ("seed", args.seed), ("out", args.out)):
+        if value is not None:
+            out.append(f"{key}={value}")
+    out += [f"{k}={v}" for k, v in extra.items() if v is not None]
+    return out
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with usage errors raised as :class:`ConfigError` (one line, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+class Interrupted(RlmixError):
+    """SIGINT or SIGTERM arrived; the run stops at the next consistent point."""
+
+    exit_code = 130
+
+
+class StopFlag:
+    """Turn SIGINT/SIGTERM into a flag that the training loop polls between steps."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __enter__(self) -> StopFlag:
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            code = 130 if self.signum == signal.SIGINT else 128 + self.signum
+            err = Interrupted(f"stopped by {signal.Signals(self.signum).name}")
+            err.exit_code = code
+            raise err
+
+
+def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run ``main``; RlmixError -> one line on stderr and its exit code, unless ``--debug``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        return main(argv)
+    except RlmixError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

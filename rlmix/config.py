@@ -1,0 +1,332 @@
+"""Typed run configuration: dataclasses loaded from YAML with dotted command-line overrides.
+
+A config file mirrors :class:`Config`::
+
+    seed: 0
+    trainer: {epochs: 300, lr_max: 0.3}
+    mix: {mixer: rmix, k: 10, grids: [2, 4]}
+
+Overrides use dotted keys, e.g. ``--set trainer.lr_max=0.2 --set mix.grids=[2,4]``; values are
+parsed as YAML. Loading validates every key, type and range and raises
+:class:`rlmix.errors.ConfigError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlmix.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = "default"
+
+
+@dataclass
+class DataConfig:
+    name: str = "shapes"  # dataset: shapes (embedded), cifar10, cifar100, imagefolder
+    root: str = "data"  # where datasets live (and where `shapes` is cached)
+    download: bool = False  # let torchvision download CIFAR (needs network)
+    augment: bool = True  # random crop with padding + horizontal flip on training batches
+    eval_batch_size: int = 500  # batch size of the test loader
+    options: dict[str, Any] = field(default_factory=dict)  # dataset-specific options
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet_tiny"  # see rlmix.models.list_models()
+    options: dict[str, Any] = field(default_factory=dict)  # architecture options
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 4  # classifier training epochs (one episode each)
+    batch_size: int = 100  # images per step B
+    lr_start: float = 3e-3  # OneCycleLR initial learning rate
+    lr_max: float = 0.3  # OneCycleLR peak learning rate
+    lr_end: float = 3e-5  # OneCycleLR final learning rate
+    pct_start: float = 0.3  # fraction of steps spent warming up to lr_max
+    momentum: float = 0.9  # SGD momentum (held constant)
+    nesterov: bool = True  # Nesterov momentum
+    weight_decay: float = 1e-4  # SGD weight decay
+    loss: str = "soft_ce"  # soft_ce (reference code) or bce (paper text)
+    amp: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+
+
+@dataclass
+class MixConfig:
+    mixer: str = "rmix"  # rmix, cutmix, mixup or none
+    k: int = 10  # size K of the top-k space linspace(0, 0.99, K)
+    grids: list[int] = field(default_factory=lambda: [2, 4])  # mixing grid drawn per batch
+    alpha: float = 1.0  # lam ~ Beta(alpha, alpha)
+    saliency_mode: str = "train"  # model mode for the saliency pass: train or eval
+
+
+@dataclass
+class EnvConfig:
+    reward: str = "grad_cosine"  # reward name (envs.rewards.list_rewards) or module:function
+    obs_grid: int = 8  # side of the pooled saliency map in the observation
+    logit_clip: float = 20.0  # observation logits are clipped to [-logit_clip, logit_clip]
+    observe: str = "auto"  # compute saliency for every batch: auto (when used) or always
+    eval_every: int = 1  # evaluate on the test split every N epochs (and after the last)
+    eval_fgsm: bool = True  # include the FGSM error in evaluations
+    eval_localization: bool = True  # include CAM localisation where the data has boxes
+
+
+@dataclass
+class AgentConfig:
+    learning_rate: float = 3e-4  # PPO Adam learning rate
+    n_steps: int = 100  # environment steps per rollout
+    batch_size: int = 50  # PPO minibatch size (in steps)
+    n_epochs: int = 4  # PPO epochs per rollout
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE lambda
+    clip_range: float = 0.2  # PPO ratio clip
+    ent_coef: float = 0.0  # entropy bonus
+    vf_coef: float = 0.5  # value loss weight
+    max_grad_norm: float = 0.5  # gradient clipping
+    target_kl: float | None = None  # stop PPO epochs early above this KL
+    embed_dim: int = 64  # per-image embedding width of the policy
+    hidden: int = 64  # hidden width of the policy heads
+
+
+@dataclass
+class Config:
+    seed: int = 0  # seeds data order, augmentation, mixing and initialisation
+    out: str = "runs/default"  # run directory: config, checkpoints, logs, metrics, plots
+    policy: str = "rmix"  # fixed policy for rlmix.train (see baselines.list_policies)
+    constant_topk: float = 0.5  # the q used by the `constant` policy
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "mix.mixer": ("rmix", "cutmix", "mixup", "none"),
+    "mix.saliency_mode": ("train", "eval"),
+    "trainer.loss": ("soft_ce", "bce"),
+    "env.observe": ("auto", "always"),
+}
+
+
+def _check_ranges(cfg: Config) -> None:
+    t, m, e, a = cfg.trainer, cfg.mix, cfg.env, cfg.agent
+    checks = [
+        ("trainer.epochs", t.epochs >= 1, "must be >= 1"),
+        ("trainer.batch_size", t.batch_size >= 2, "must be >= 2"),
+        ("trainer.lr_start", t.lr_start > 0, "must be > 0"),
+        ("trainer.lr_max", t.lr_max >= t.lr_start, "must be >= trainer.lr_start"),
+        ("trainer.lr_end", 0 < t.lr_end <= t.lr_start, "must be in (0, trainer.lr_start]"),
+        ("trainer.pct_start", 0 < t.pct_start < 1, "must be in (0, 1)"),
+        ("trainer.momentum", 0 <= t.momentum < 1, "must be in [0, 1)"),
+        ("trainer.weight_decay", t.weight_decay >= 0, "must be >= 0"),
+        ("mix.k", m.k >= 2, "must be >= 2"),
+        ("mix.grids", len(m.grids) > 0 and min(m.grids) >= 1, "must be a non-empty list of ints >= 1"),
+        ("mix.alpha", m.alpha > 0, "must be > 0"),
+        ("env.obs_grid", e.obs_grid >= 1, "must be >= 1"),
+        ("env.logit_clip", e.logit_clip > 0, "must be > 0"),
+        ("env.eval_every", e.eval_every >= 1, "must be >= 1"),
+        ("data.eval_batch_size", cfg.data.eval_batch_size >= 1, "must be >= 1"),
+        ("agent.learning_rate", a.learning_rate > 0, "must be > 0"),
+        ("agent.n_steps", a.n_steps >= 2, "must be >= 2"),
+        ("agent.batch_size", 2 <= a.batch_size <= a.n_steps, "must be in [2, agent.n_steps]"),
+        ("agent.n_epochs", a.n_epochs >= 1, "must be >= 1"),
+        ("agent.gamma", 0 <= a.gamma <= 1, "must be in [0, 1]"),
+        ("agent.gae_lambda", 0 <= a.gae_lambda <= 1, "must be in [0, 1]"),
+        ("agent.clip_range", a.clip_range > 0, "must be > 0"),
+        ("agent.embed_dim", a.embed_dim >= 1, "must be >= 1"),
+        ("agent.hidden", a.hidden >= 1, "must be >= 1"),
+        ("constant_topk", 0 <= cfg.constant_topk < 1, "must be in [0, 1)"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"config key '{key}' {why} (got {_get(cfg, key)!r})")
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)} (got {value!r})")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list (got {value!r})")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping (got {value!r})")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-3" as a string
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"config key '{key}' must be of type {hint.__name__} (got {value!r})")
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        where = f"'{prefix.rstrip('.')}'" if prefix else "the top level"
+        raise ConfigError(f"config section {where} must be a mapping (got {data!r})")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise ConfigError(f"unknown config key '{prefix}{key}'{_suggest(str(key), names)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "options":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config path, or the name of a file in ``configs/`` (``default``, ``cifar100_preactresnet18_rmix``)."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file '{name_or_path}' not found")
+    return path
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, turning syntax errors into one line with the line number."""
+    path = resolve_config_path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config '{path}': {e.strerror or e}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"YAML syntax error in '{path}'{where}: {problem}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config '{path}' must be a YAML mapping at the top level")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``section.key=value`` into the dotted key and the YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{text}': value is not valid YAML") from e
+    return key.strip(), value
+
+
+def _nest(dotted: str, value: Any) -> dict:
+    out: dict = {}
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def leaf_keys() -> dict[str, str]:
+    """Map each unambiguous leaf name (``reward``, ``batch_size``...) to its dotted key."""
+    seen: dict[str, list[str]] = {}
+    for f in dataclasses.fields(Config):
+        if dataclasses.is_dataclass(f.type) or isinstance(f.default_factory, type):
+            for g in dataclasses.fields(f.default_factory):
+                seen.setdefault(g.name, []).append(f"{f.name}.{g.name}")
+        else:
+            seen.setdefault(f.name, []).append(f.name)
+    return {k: v[0] for k, v in seen.items() if len(v) == 1}
+
+
+def load_config(
+    config: str | Path | dict | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> Config:
+    """Build a validated :class:`Config`.
+
+    Args:
+        config: a YAML path, a name in ``configs/``, a dict, or None for the embedded default.
+        overrides: ``["trainer.lr_max=0.2", ...]`` or ``{"trainer.lr_max": 0.2, "reward": ...}``;
+            keys are dotted paths, or leaf names that occur in one section only.
+    """
+    if config is None:
+        data = read_yaml(DEFAULT_CONFIG) if (CONFIG_DIR / "default.yaml").is_file() else {}
+    elif isinstance(config, dict):
+        data = dict(config)
+    else:
+        data = read_yaml(config)
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    leaves = leaf_keys()
+    for key, value in (overrides or {}).items():
+        dotted = key if "." in key or key not in leaves else leaves[key]
+        if isinstance(value, dict) and "." not in dotted and key not in leaves:
+            data = _merge(data, {dotted: value})
+        else:
+            data = _merge(data, _nest(dotted, value))
+    cfg = _build(Config, data, "")
+    _check_ranges(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    from rlmix.checkpoints import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,71 @@
+"""The base class every rlmix classifier derives from.
+
+Images enter ``forward`` in [0, 1] pixel space and are normalised inside the model, so saliency,
+mixing and adversarial attacks all work on pixels (the PuzzleMix evaluation protocol).
+
+Class activation maps use one hook on every model: ``forward_features`` gives the final feature
+map (B, F, h, w) and ``get_classifier`` the final ``nn.Linear`` (N, F); the CAM of class c is
+``sum_f fc.weight[c, f] * features[:, f]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """Normalise -> ``features`` -> global average pool -> ``fc``.
+
+    Subclasses build ``self.body`` (maps normalised images to the final feature map) and
+    ``self.fc`` (``nn.Linear(num_features, num_classes)``).
+
+    Args:
+        num_classes: number of output logits N.
+        num_features: channels F of the final feature map.
+        mean: per-channel mean of the pixel values, length C (default zeros).
+        std: per-channel standard deviation, length C (default ones).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_features: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        mean = [0.0] * in_chans if mean is None else list(mean)
+        std = [1.0] * in_chans if std is None else list(std)
+        if len(mean) != in_chans or len(std) != in_chans:
+            raise ValueError(f"mean and std need {in_chans} values, got {len(mean)} and {len(std)}")
+        if min(std) <= 0:
+            raise ValueError(f"std must be positive, got {std}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.num_classes = num_classes
+        self.num_features = num_features
+        self.body: nn.Module = nn.Identity()
+        self.fc = nn.Linear(num_features, num_classes)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map [0, 1] pixels (B, C, H, W) to normalised inputs."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Final feature map (B, F, h, w) of pixel images x (B, C, H, W) in [0, 1]."""
+        return self.body(self.normalize(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (B, N) from a feature map (B, F, h, w)."""
+        return self.fc(features.mean(dim=(2, 3)))
+
+    def get_classifier(self) -> nn.Linear:
+        """The final linear layer; its weight (N, F) weights the feature map into CAMs."""
+        return self.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,310 @@
+"""The classifier training engine shared by plain training, the environment and the agent.
+
+:class:`Trainer` owns the model, optimiser, OneCycleLR schedule, loss, data loaders and mixer, and
+offers exactly the operations the environment needs: start an epoch, observe the next batch
+(saliency + logits), mix it with given per-image top-k, take one training step, evaluate.
+
+Randomness is derived from ``(seed, epoch)``: data order, augmentation, lam, perm, grid and the
+global torch RNG (dropout) are reseeded at every epoch start. An epoch is therefore a pure function
+of the seed, the epoch index, the actions and the state at its start, which makes resuming from an
+epoch-boundary checkpoint exact.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlmix.config import Config
+from rlmix.data import BatchLoader, DatasetInfo, load_dataset
+from rlmix.errors import ConfigError, RlmixError
+from rlmix.losses import get_loss
+from rlmix.metrics import evaluate
+from rlmix.mixing import cutmix, mixup, one_hot, rmix, sample_grid, sample_lam, sample_perm
+from rlmix.models import create_model
+from rlmix.saliency import input_saliency, pool_saliency
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"config key 'trainer.device': {e}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'trainer.device' asks for CUDA, but no CUDA device is present")
+    return device
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers, stable across processes."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 64)
+    return h >> 1
+
+
+@dataclass
+class Batch:
+    """One training batch and what the observation needs.
+
+    Attributes:
+        x: images (B, C, H, W) in [0, 1].
+        y: soft labels (B, N).
+        labels: class indices (B,).
+        saliency: input saliency (B, H, W), or None when not computed.
+        logits: clean logits (B, N) from the saliency forward, or None.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    labels: torch.Tensor
+    saliency: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+class Trainer:
+    """Train one classifier with mix-up, one batch at a time.
+
+    Args:
+        cfg: the validated run config.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.device = select_device(cfg.trainer.device)
+        self.amp = cfg.trainer.amp and self.device.type == "cuda"
+        d = cfg.data
+        try:
+            train, test, self.info = load_dataset(
+                d.name, root=d.root, download=d.download, seed=cfg.seed, **d.options
+            )
+        except ValueError as e:
+            raise ConfigError(f"data: {e}") from e
+        info: DatasetInfo = self.info
+        if cfg.trainer.batch_size > len(train):
+            raise ConfigError(
+                f"config key 'trainer.batch_size' ({cfg.trainer.batch_size}) is larger than the "
+                f"training set ({len(train)} images)"
+            )
+        side = info.image_size
+        for key, grids in (("mix.grids", cfg.mix.grids), ("env.obs_grid", [cfg.env.obs_grid])):
+            bad = [g for g in grids if side % g]
+            if bad:
+                raise ConfigError(
+                    f"config key '{key}': grid {bad[0]} does not divide the image side {side}"
+                )
+        torch.manual_seed(cfg.seed)
+        try:
+            self.model = create_model(
+                cfg.model.name, info.num_classes, mean=info.mean, std=info.std, **cfg.model.options
+            ).to(self.device)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"model: {e}") from e
+        self.train_loader = BatchLoader(
+            train,
+            cfg.trainer.batch_size,
+            shuffle=True,
+            drop_last=True,
+            augment=d.augment,
+            seed=cfg.seed,
+            device=self.device,
+        )
+        self.test_loader = BatchLoader(
+            test,
+            d.eval_batch_size,
+            shuffle=False,
+            drop_last=False,
+            augment=False,
+            device=self.device,
+            with_boxes=info.has_boxes and cfg.env.eval_localization,
+        )
+        self.loss_fn = get_loss(cfg.trainer.loss)
+        t = cfg.trainer
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=t.lr_start,
+            momentum=t.momentum,
+            nesterov=t.nesterov and t.momentum > 0,
+            weight_decay=t.weight_decay,
+        )
+        self.steps_per_epoch = len(self.train_loader)
+        self.total_steps = t.epochs * self.steps_per_epoch
+        # PyTorch's final_div_factor divides the *initial* LR: lr_end = lr_start / final_div.
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            max_lr=t.lr_max,
+            total_steps=self.total_steps,
+            pct_start=t.pct_start,
+            div_factor=t.lr_max / t.lr_start,
+            final_div_factor=t.lr_start / t.lr_end,
+            cycle_momentum=False,
+        )
+        self.epoch = 0  # index of the epoch in progress (or next to start)
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.generator = torch.Generator(device="cpu")
+        self._batches: Any = None
+        self._epoch_start: dict[str, Any] | None = None
+
+    # -- epochs -------------------------------------------------------------------------------
+
+    def begin_epoch(self, seed: int | None = None) -> None:
+        """Start epoch ``self.epoch``: reseed every random stream from ``(seed, epoch)``."""
+        seed = self.cfg.seed if seed is None else seed
+        self._epoch_start = self._snapshot()
+        self.step_in_epoch = 0
+        self.generator.manual_seed(derive_seed(seed, self.epoch, 1))
+        torch.manual_seed(derive_seed(seed, self.epoch, 2))
+        self.train_loader.seed = seed
+        self.train_loader.set_epoch(self.epoch)
+        self._batches = iter(self.train_loader)
+
+    def rewind_epoch(self) -> None:
+        """Restore the state saved when the current epoch began."""
+        if self._epoch_start is None:
+            raise RlmixError("no epoch has begun: nothing to rewind")
+        self._restore(self._epoch_start)
+
+    def end_epoch(self) -> None:
+        """Mark the current epoch finished; the next :meth:`begin_epoch` starts the next one."""
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self._batches = None
+
+    @property
+    def epoch_started(self) -> bool:
+        return self._batches is not None
+
+    @property
+    def epoch_done(self) -> bool:
+        return self.step_in_epoch >= self.steps_per_epoch
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def observe(self, *, saliency: bool) -> Batch:
+        """Fetch the next training batch; with ``saliency`` also its saliency and clean logits."""
+        if self._batches is None:
+            raise RlmixError("call begin_epoch() before observe()")
+        x, labels = next(self._batches)
+        y = one_hot(labels, self.info.num_classes, dtype=x.dtype)
+        batch = Batch(x=x, y=y, labels=labels)
+        if saliency:
+            with self._autocast():
+                sal, logits = input_saliency(self.model, x, labels, mode=self.cfg.mix.saliency_mode)
+            batch.saliency, batch.logits = sal.float(), logits.float()
+            if not bool(torch.isfinite(sal).all()):
+                raise RlmixError(self._where("saliency is not finite"))
+        return batch
+
+    def mix(self, batch: Batch, q: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+        """Mix ``batch`` with the configured mixer; ``q`` (B,) is the per-image top-k for R-Mix.
+
+        Returns ``(x_mix, y_mix, lam, grid)``; lam is 1.0 and grid 0 where they do not apply.
+        """
+        m = self.cfg.mix
+        if m.mixer == "none":
+            return batch.x, batch.y, 1.0, 0
+        lam = sample_lam(m.alpha, self.generator)
+        perm = sample_perm(batch.x.shape[0], self.generator, device=self.device)
+        if m.mixer == "mixup":
+            x_mix, y_mix = mixup(batch.x, batch.y, lam, perm)
+            return x_mix, y_mix, lam, 0
+        if m.mixer == "cutmix":
+            x_mix, y_mix = cutmix(batch.x, batch.y, lam, perm, generator=self.generator)
+            return x_mix, y_mix, lam, 0
+        if batch.saliency is None or q is None:
+            raise RlmixError("R-Mix needs the batch's saliency and a top-k per image")
+        grid = sample_grid(m.grids, self.generator)
+        pooled = pool_saliency(batch.saliency, grid)
+        x_mix, y_mix = rmix(batch.x, batch.y, pooled, q.to(self.device), lam, perm)
+        return x_mix, y_mix, lam, grid
+
+    def train_step(
+        self, x_mix: torch.Tensor, y_mix: torch.Tensor, *, input_grad: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimiser and scheduler step on a mixed batch.
+
+        With ``input_grad`` the mixed input is marked as requiring grad, so the training backward
+        also yields dLoss/dx_mix. Returns ``(loss, mixed_saliency)``: the detached 0-d loss and
+        the RMS over channels of dLoss/dx_mix (B, H, W), or None without ``input_grad``.
+        """
+        self.model.train()
+        x_in = x_mix.detach().requires_grad_(input_grad)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            logits = self.model(x_in)
+        loss = self.loss_fn(logits.float(), y_mix)
+        if not bool(torch.isfinite(loss)):
+            raise RlmixError(self._where(f"training loss is {loss.item()}"))
+        loss.backward()
+        self.optimizer.step()
+        if self.global_step < self.total_steps:
+            self.scheduler.step()
+        self.global_step += 1
+        self.step_in_epoch += 1
+        if not input_grad:
+            return loss.detach(), None
+        return loss.detach(), x_in.grad.float().pow(2).mean(dim=1).sqrt()
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def evaluate(self, *, progress: bool = False) -> dict[str, float]:
+        """Test-split metrics (``rlmix.metrics.evaluate``) as plain floats."""
+        with self._autocast():
+            return evaluate(
+                self.model,
+                self.test_loader,
+                fgsm=self.cfg.env.eval_fgsm,
+                localization=self.cfg.env.eval_localization,
+                progress=progress,
+                desc=f"eval epoch {self.epoch}",
+            )
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue at an epoch boundary (tensors and plain Python only)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._restore(state)
+        self._batches = None
+        self.step_in_epoch = 0
+
+    def _snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self.state_dict())
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+
+    def _where(self, what: str) -> str:
+        return f"{what} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopping"
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["Batch", "Trainer", "count_parameters", "derive_seed", "select_device"]

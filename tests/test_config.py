@@ -1,0 +1,82 @@
+import pytest
+
+from rlmix.config import Config, load_config, parse_override, save_config
+from rlmix.errors import ConfigError
+
+
+def test_default_config_loads_embedded_defaults():
+    cfg = load_config()
+    assert cfg.data.name == "shapes" and cfg.model.name == "resnet_tiny"
+    assert (cfg.trainer.lr_start, cfg.trainer.lr_max, cfg.trainer.lr_end) == (3e-3, 0.3, 3e-5)
+    assert cfg.mix.grids == [2, 4] and cfg.mix.k == 10
+
+
+def test_dotted_and_leaf_overrides():
+    cfg = load_config({}, ["trainer.lr_max=0.2", "reward=loss_drop", "mix.grids=[4, 8]"])
+    assert cfg.trainer.lr_max == 0.2
+    assert cfg.env.reward == "loss_drop"
+    assert cfg.mix.grids == [4, 8]
+    cfg = load_config({}, {"mix": {"k": 5}, "epochs": 3})
+    assert cfg.mix.k == 5 and cfg.trainer.epochs == 3 and cfg.mix.alpha == 1.0
+
+
+def test_int_accepted_for_float_and_scientific_strings():
+    cfg = load_config({"trainer": {"lr_max": 1, "lr_start": "1e-3"}})
+    assert cfg.trainer.lr_max == 1.0 and isinstance(cfg.trainer.lr_max, float)
+    assert cfg.trainer.lr_start == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"trainer": {"lr_mx": 1}}, r"unknown config key 'trainer.lr_mx'; did you mean 'lr_max'"),
+        ({"trainr": {}}, r"unknown config key 'trainr'; did you mean 'trainer'"),
+        ({"trainer": {"epochs": "a"}}, r"'trainer.epochs' must be of type int"),
+        ({"trainer": {"epochs": True}}, r"'trainer.epochs' must be of type int"),
+        ({"trainer": {"epochs": -1}}, r"'trainer.epochs' must be >= 1"),
+        ({"mix": {"k": 1}}, r"'mix.k' must be >= 2"),
+        ({"mix": {"alpha": 0}}, r"'mix.alpha' must be > 0"),
+        ({"mix": {"grids": 4}}, r"'mix.grids' must be a list"),
+        ({"mix": {"mixer": "puzzle"}}, r"'mix.mixer' must be one of rmix, cutmix, mixup, none"),
+        ({"env": {"eval_every": 0}}, r"'env.eval_every' must be >= 1"),
+        ({"trainer": 3}, r"config section 'trainer' must be a mapping"),
+        ({"agent": {"batch_size": 500}}, r"'agent.batch_size' must be in \[2, agent.n_steps\]"),
+    ],
+)
+def test_validation_messages_name_the_key(data, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(data)
+
+
+def test_yaml_syntax_error_reports_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("seed: 0\ntrainer:\n  epochs: [1,\n  lr: 2\n")
+    with pytest.raises(ConfigError, match=r"YAML syntax error in .*bad.yaml' at line \d+"):
+        load_config(path)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match=r"config file 'nope.yaml' not found"):
+        load_config("nope.yaml")
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match=r"must look like section.key=value"):
+        parse_override("trainer.lr_max")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config({}, ["seed=7", "mix.k=6"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert isinstance(again, Config)
+
+
+def test_every_shipped_config_loads():
+    from rlmix.config import CONFIG_DIR
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert "default" in names and len(names) == 13
+    for name in names:
+        load_config(name)
