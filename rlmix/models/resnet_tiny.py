@@ -1,0 +1,91 @@
+"""A tiny ResNet (~0.08M parameters) that trains usefully on a laptop CPU.
+
+3x3 stride-2 stem convolution (16 channels) + BN + ReLU, then three stages of one post-activation
+basic block with 16, 32, 64 channels (strides 1, 2, 1). Downsampling in the stem keeps every
+activation at or below half resolution, which cuts the CPU step time to a third of a stride-1
+stem (fwd + bwd of 100 32x32 images: ~0.05 s instead of ~0.14 s on 2 cores). Works for any input
+size (padding 1 everywhere, global average pooling); the feature map is
+(B, 64, ceil(H / 4), ceil(W / 4)), i.e. (B, 64, 8, 8) at 32x32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlmix.models import register_model
+from rlmix.models.base import Classifier
+from rlmix.models.preact_resnet import init_weights
+
+
+class BasicBlock(nn.Module):
+    """conv3x3(stride)-BN-ReLU-conv3x3-BN, add shortcut, ReLU (He et al. 2016a).
+
+    Maps (B, in_planes, H, W) to (B, planes, ceil(H / stride), ceil(W / stride)).
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class TinyResNet(Classifier):
+    """Stride-2 stem + one basic block per stage (strides 1, 2, 1).
+
+    Args:
+        num_classes: number of logits N.
+        mean, std: per-channel pixel statistics (length ``in_chans``) for the input normalisation.
+        in_chans: input channels C.
+        widths: channels of the three stages (the stem uses ``widths[0]``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        in_chans: int = 3,
+        widths: Sequence[int] = (16, 32, 64),
+    ) -> None:
+        if len(widths) != 3 or min(widths) < 1:
+            raise ValueError(f"widths must be 3 positive channel counts, got {tuple(widths)}")
+        super().__init__(num_classes, widths[-1], mean=mean, std=std, in_chans=in_chans)
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_chans, widths[0], 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(),
+        ]
+        in_planes = widths[0]
+        for planes, stride in zip(widths, (1, 2, 1), strict=True):
+            layers.append(BasicBlock(in_planes, planes, stride))
+            in_planes = planes
+        self.body = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+
+@register_model
+def resnet_tiny(
+    num_classes: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    in_chans: int = 3,
+    widths: Sequence[int] = (16, 32, 64),
+) -> TinyResNet:
+    """Tiny ResNet 16-32-64 (78,042 parameters for 10 classes, 83,892 for 100)."""
+    return TinyResNet(num_classes, mean=mean, std=std, in_chans=in_chans, widths=widths)
