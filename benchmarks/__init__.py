@@ -1,0 +1,1 @@
+"""Step-time and memory benchmarks (not part of the test run)."""

@@ -1,0 +1,561 @@
+"""Mix-up operators: R-Mix (paper eqs. 4-7), CutMix (Yun et al. 2019) and input Mixup.
+
+All operators are pure functions of their arguments (randomness only through a passed
+``torch.Generator``), batched without Python loops over the images, and work on any device and
+floating dtype. Images are (B, C, H, W) in [0, 1] pixel space; labels are (B, N) soft labels whose
+rows sum to 1; image i is mixed with its partner ``perm[i]``. The mixed labels are computed in at
+least float32 and returned in y's dtype.
+
+Value checks (label row sums, q range, that perm is a permutation) run for CPU tensors only, so a
+GPU training step never waits on the host; shapes, dtypes and ``lam`` are always checked.
+
+``RMix``, ``CutMix`` and ``Mixup`` wrap the operators as drop-in callables with their own seeded
+generator, similar to ``timm.data.Mixup``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from rlmix.saliency import input_saliency, pool_saliency
+
+__all__ = [
+    "CutMix",
+    "Mixup",
+    "RMix",
+    "cutmix",
+    "cutmix_box",
+    "mixup",
+    "one_hot",
+    "rmix",
+    "rmix_masks",
+    "sample_grid",
+    "sample_lam",
+    "sample_perm",
+    "sample_q",
+    "topk_masks",
+    "topk_space",
+]
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+def _check_images(x: torch.Tensor) -> tuple[int, int, int, int]:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point tensor of images (B, C, H, W)")
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D images (B, C, H, W), got shape {tuple(x.shape)}")
+    b, c, h, w = x.shape
+    return b, c, h, w
+
+
+def _check_batch(name: str, t: torch.Tensor, batch: int) -> None:
+    if t.shape[0] != batch:
+        raise ValueError(f"{name} has batch size {t.shape[0]} but x has {batch}")
+
+
+def _check_labels(y: torch.Tensor, batch: int) -> None:
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        raise TypeError("y must be a floating-point tensor of soft labels (B, N)")
+    if y.dim() != 2:
+        raise ValueError(f"y must be 2-D soft labels (B, N), got shape {tuple(y.shape)}")
+    _check_batch("y", y, batch)
+    if y.device.type == "cpu" and y.numel():
+        tol = max(1e-5, 8 * torch.finfo(y.dtype).eps)
+        if not bool(((y.sum(dim=1, dtype=torch.float64) - 1).abs() <= tol).all()):
+            raise ValueError(f"every row of y must sum to 1 (tolerance {tol:g} for {y.dtype})")
+
+
+def _check_lam(lam: float | torch.Tensor) -> float:
+    lam = float(lam)
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be in [0, 1], got {lam}")
+    return lam
+
+
+def _check_perm(perm: torch.Tensor, batch: int) -> None:
+    if not isinstance(perm, torch.Tensor) or perm.dtype != torch.long:
+        raise TypeError("perm must be a long tensor of partner indices (B,)")
+    if perm.dim() != 1:
+        raise ValueError(f"perm must be 1-D (B,), got shape {tuple(perm.shape)}")
+    if perm.shape[0] != batch:
+        raise ValueError(f"perm has length {perm.shape[0]} but x has batch size {batch}")
+    if perm.device.type == "cpu" and not torch.equal(perm.sort().values, torch.arange(batch)):
+        raise ValueError("perm must be a permutation of 0..B-1")
+
+
+def _check_pooled(pooled: torch.Tensor, batch: int, h: int, w: int) -> tuple[int, int]:
+    if not isinstance(pooled, torch.Tensor) or not pooled.is_floating_point():
+        raise TypeError("pooled must be a floating-point tensor of saliency grids (B, g, g)")
+    if pooled.dim() != 3:
+        raise ValueError(f"pooled must be 3-D grids (B, g, g), got shape {tuple(pooled.shape)}")
+    _check_batch("pooled", pooled, batch)
+    gh, gw = pooled.shape[1:]
+    if h % gh or w % gw:
+        raise ValueError(f"pooled grid {gh}x{gw} does not divide the image size {h}x{w}")
+    return gh, gw
+
+
+def _check_q(q: torch.Tensor | float, batch: int) -> torch.Tensor:
+    if not isinstance(q, torch.Tensor):
+        q = torch.full((batch,), float(q))
+    if not q.is_floating_point():
+        raise TypeError("q must be a floating-point tensor (B,) of quantiles")
+    if q.dim() != 1:
+        raise ValueError(f"q must be 1-D (B,), got shape {tuple(q.shape)}")
+    _check_batch("q", q, batch)
+    if q.device.type == "cpu" and not bool(((q >= 0) & (q < 1)).all()):
+        raise ValueError("every q must be in [0, 1)")
+    return q
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _check_grids(grids: Sequence[int]) -> tuple[int, ...]:
+    grids = tuple(grids)
+    if not grids or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in grids):
+        raise ValueError(f"grids must be a non-empty sequence of positive integers, got {grids}")
+    return grids
+
+
+def _draw_int(high: int, generator: torch.Generator | None) -> int:
+    """One integer uniform on [0, high) from ``generator`` (the default one when None)."""
+    device = generator.device if generator is not None else None
+    return int(torch.randint(high, (1,), generator=generator, device=device))
+
+
+def one_hot(
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Soft labels (B, N) from class indices (B,); ``smoothing`` spreads that mass uniformly.
+
+    The true class gets ``1 - smoothing + smoothing / N``, every other ``smoothing / N``.
+    """
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
+        raise ValueError("labels must be a 1-D tensor of class indices (B,)")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    if labels.device.type == "cpu" and labels.numel():
+        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+            raise ValueError(
+                f"labels must be in [0, {num_classes - 1}] for num_classes={num_classes}"
+            )
+    off = smoothing / num_classes
+    out = torch.full((labels.shape[0], num_classes), off, dtype=dtype, device=labels.device)
+    return out.scatter_(1, labels.long()[:, None], 1.0 - smoothing + off)
+
+
+def topk_space(k: int = 10) -> torch.Tensor:
+    """The top-k space: ``k`` quantiles evenly spaced from 0 to 0.99, float32 (k,)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return torch.linspace(0.0, 0.99, k)
+
+
+def sample_lam(alpha: float, generator: torch.Generator | None = None) -> float:
+    """One mixing coefficient ``lam ~ Beta(alpha, alpha)`` drawn through ``generator``."""
+    alpha = float(alpha)
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be a positive finite number, got {alpha}")
+    device = generator.device if generator is not None else None
+    concentration = torch.full((2,), alpha, dtype=torch.float64, device=device)
+    # Beta(a, a) = G1 / (G1 + G2) with G ~ Gamma(a, 1).
+    g1, g2 = torch._standard_gamma(concentration, generator=generator).tolist()
+    if g1 + g2 > 0:
+        return g1 / (g1 + g2)
+    # Both gammas underflowed (alpha << 1): Beta(a, a) tends to a fair coin on {0, 1}.
+    return float(_draw_int(2, generator))
+
+
+def sample_perm(
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """A uniformly random permutation (B,) long of the batch, on ``device``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    gen_device = generator.device if generator is not None else None
+    return torch.randperm(batch_size, generator=generator, device=gen_device).to(device)
+
+
+def sample_q(
+    batch_size: int, k: int = 10, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Per-image quantiles (B,) float32, each uniform over :func:`topk_space` ``(k)``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    space = topk_space(k)
+    device = generator.device if generator is not None else None
+    index = torch.randint(k, (batch_size,), generator=generator, device=device)
+    return space.to(index.device)[index]
+
+
+def sample_grid(grids: Sequence[int] = (2, 4), generator: torch.Generator | None = None) -> int:
+    """One mixing grid size drawn uniformly from ``grids``."""
+    grids = _check_grids(grids)
+    return grids[_draw_int(len(grids), generator)]
+
+
+def _blend(
+    x: torch.Tensor, perm: torch.Tensor, w_i: torch.Tensor, w_j: torch.Tensor
+) -> torch.Tensor:
+    """``w_i * x + w_j * x[perm]`` with weights (B, 1, H, W) or (B, 1, 1, 1) in at least float32.
+
+    Mixup and R-Mix share this, so R-Mix with every q = 0 reproduces Mixup bit for bit.
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    x_c = x.to(dtype)
+    return (w_i * x_c + w_j * x_c[perm]).to(x.dtype)
+
+
+def _mix_labels(
+    y: torch.Tensor, perm: torch.Tensor, w_i: torch.Tensor, w_j: torch.Tensor
+) -> torch.Tensor:
+    """``w_i * y + w_j * y[perm]`` row-wise (weights (B,)), in at least float32, y's dtype out."""
+    dtype = torch.promote_types(y.dtype, torch.float32)
+    y_c = y.to(dtype)
+    out = w_i.to(dtype)[:, None] * y_c + w_j.to(dtype)[:, None] * y_c[perm]
+    return out.to(y.dtype)
+
+
+# -- R-Mix ----------------------------------------------------------------------------------------
+
+
+def topk_masks(
+    pooled: torch.Tensor, q: torch.Tensor, size: int | tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Top-salient regions (eq. 4): ``pooled_i >= quantile(pooled_i.flatten(), q_i)``.
+
+    The quantile uses linear interpolation exactly as ``torch.quantile``, per image and
+    vectorised (sort each flattened map, interpolate at rank ``q_i * (n - 1)``).
+
+    Args:
+        pooled: saliency grids (B, gh, gw).
+        q: quantiles (B,) in [0, 1); q = 0 marks every cell.
+        size: None for cell masks, else the image size ``H`` or ``(H, W)`` (multiples of the
+            grid) to nearest-upsample the masks to.
+
+    Returns:
+        bool (B, gh, gw), or (B, H, W) with ``size``; every map marks at least its maximum.
+    """
+    b = pooled.shape[0]
+    dtype = pooled.dtype if pooled.dtype in (torch.float32, torch.float64) else torch.float32
+    flat = pooled.reshape(b, -1).to(dtype)
+    n = flat.shape[1]
+    values = flat.sort(dim=1).values
+    rank = q.to(device=flat.device, dtype=dtype)[:, None] * (n - 1)
+    below = rank.long()  # rank >= 0, so truncation is the floor
+    above = rank.ceil().long().clamp_(max=n - 1)
+    threshold = values.gather(1, below).lerp(values.gather(1, above), rank - below)
+    mask = (flat >= threshold).reshape(pooled.shape)
+    if size is None:
+        return mask
+    h, w = (size, size) if isinstance(size, int) else size
+    gh, gw = pooled.shape[1:]
+    if h % gh or w % gw:
+        raise ValueError(f"size {h}x{w} is not a multiple of the grid {gh}x{gw}")
+    return mask.repeat_interleave(h // gh, dim=1).repeat_interleave(w // gw, dim=2)
+
+
+def rmix_masks(
+    pooled: torch.Tensor, q: torch.Tensor, perm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cell masks of R-Mix at grid resolution, each bool (B, gh, gw).
+
+    Returns ``(mask, partner, m_inter)``: image i's top-salient mask, its partner's
+    ``mask[perm[i]]``, and ``m_inter = (mask == partner)`` (eq. 5: both top or both least salient,
+    where the pair is interpolated with lam).
+    """
+    mask = topk_masks(pooled, q)
+    partner = mask[perm]
+    return mask, partner, mask == partner
+
+
+def rmix(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pooled: torch.Tensor,
+    q: torch.Tensor,
+    lam: float,
+    perm: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """R-Mix a batch with its permutation (paper eqs. 4-7).
+
+    Cell masks (see :func:`rmix_masks`) are nearest-upsampled to pixels. Where ``m_inter`` the
+    pixel is ``lam * x_i + (1 - lam) * x_j``; elsewhere it is copied (weights 1 and 0) from
+    whichever of the pair marks it top-salient. The label weights are the pixel fractions of
+    those regions: ``y' = f_inter * (lam y_i + (1 - lam) y_j) + f_i * y_i + f_j * y_j`` with
+    ``f_inter + f_i + f_j = 1``, so every row sums to 1. With every q = 0 this is exactly
+    :func:`mixup`.
+
+    Args:
+        x: images (B, C, H, W), floating.
+        y: soft labels (B, N), rows summing to 1.
+        pooled: saliency grids (B, gh, gw) with gh | H and gw | W (e.g. :func:`pool_saliency`).
+        q: per-image quantiles (B,) in [0, 1) (a float applies to every image).
+        lam: mixing coefficient in [0, 1].
+        perm: partner indices (B,) long, a permutation.
+
+    Returns:
+        ``(x_mix, y_mix)`` with x's and y's shapes and dtypes.
+    """
+    b, _, h, w = _check_images(x)
+    _check_labels(y, b)
+    lam = _check_lam(lam)
+    _check_perm(perm, b)
+    gh, gw = _check_pooled(pooled, b, h, w)
+    q = _check_q(q, b)
+
+    mask, partner, inter = rmix_masks(pooled, q, perm.to(pooled.device))
+    mask, partner, inter = mask.to(x.device), partner.to(x.device), inter.to(x.device)
+    # Per-cell weights of x_i and x_j: (lam, 1 - lam) where m_inter, else (1, 0) or (0, 1) from
+    # whichever image marks the cell top-salient; nearest-upsampled to (B, 1, H, W).
+    x_dtype = torch.promote_types(x.dtype, torch.float32)
+    w_i = torch.where(inter, lam, mask.to(x_dtype))
+    w_j = torch.where(inter, 1.0 - lam, partner.to(x_dtype))
+    w_i, w_j = (
+        t.repeat_interleave(h // gh, dim=1).repeat_interleave(w // gw, dim=2)[:, None]
+        for t in (w_i, w_j)
+    )
+    x_mix = _blend(x, perm, w_i, w_j)
+
+    # Every cell covers the same number of pixels, so cell fractions are pixel fractions.
+    y_dtype = torch.promote_types(y.dtype, torch.float32)
+    f_inter = inter.to(y_dtype).mean(dim=(1, 2))
+    f_i = (mask & ~inter).to(y_dtype).mean(dim=(1, 2))
+    f_j = (partner & ~inter).to(y_dtype).mean(dim=(1, 2))
+    y_mix = _mix_labels(y, perm, f_inter * lam + f_i, f_inter * (1.0 - lam) + f_j)
+    return x_mix, y_mix
+
+
+# -- CutMix and Mixup -----------------------------------------------------------------------------
+
+
+def cutmix_box(
+    height: int, width: int, lam: float, generator: torch.Generator | None = None
+) -> tuple[int, int, int, int]:
+    """The CutMix box ``(top, bottom, left, right)`` in pixels (half-open ranges).
+
+    Side ratio ``sqrt(1 - lam)`` (sides truncated to whole pixels), centre uniform over the pixel
+    grid (column first, then row, both through ``generator``), box clipped to the image as in
+    Yun et al. 2019.
+    """
+    lam = _check_lam(lam)
+    ratio = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    cx = _draw_int(width, generator)
+    cy = _draw_int(height, generator)
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    return top, bottom, left, right
+
+
+def cutmix(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lam: float,
+    perm: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix: paste one box (:func:`cutmix_box`, shared by the batch) of ``x[perm]`` into x.
+
+    The label weight of image i is the corrected ``lam = 1 - box area / (H * W)``, i.e. the
+    fraction of its own pixels left; its partner gets the pasted fraction.
+
+    Args:
+        x: images (B, C, H, W); y: soft labels (B, N); lam: in [0, 1]; perm: (B,) long;
+        generator: draws the box centre (the default generator when None).
+
+    Returns:
+        ``(x_mix, y_mix)`` with x's and y's shapes and dtypes.
+    """
+    b, _, h, w = _check_images(x)
+    _check_labels(y, b)
+    lam = _check_lam(lam)
+    _check_perm(perm, b)
+    top, bottom, left, right = cutmix_box(h, w, lam, generator)
+    x_mix = x.clone()
+    x_mix[:, :, top:bottom, left:right] = x[perm, :, top:bottom, left:right]
+    kept = 1.0 - (bottom - top) * (right - left) / (h * w)
+    w_i = torch.full((b,), kept, dtype=torch.float64, device=y.device)
+    return x_mix, _mix_labels(y, perm, w_i, 1.0 - w_i)
+
+
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input Mixup: ``lam * x + (1 - lam) * x[perm]``, labels likewise.
+
+    Args:
+        x: images (B, C, H, W); y: soft labels (B, N); lam: in [0, 1]; perm: (B,) long.
+
+    Returns:
+        ``(x_mix, y_mix)`` with x's and y's shapes and dtypes.
+    """
+    b = _check_images(x)[0]
+    _check_labels(y, b)
+    lam = _check_lam(lam)
+    _check_perm(perm, b)
+    x_dtype = torch.promote_types(x.dtype, torch.float32)
+    w_i = torch.full((b, 1, 1, 1), lam, dtype=x_dtype, device=x.device)
+    x_mix = _blend(x, perm, w_i, torch.full_like(w_i, 1.0 - lam))
+    y_dtype = torch.promote_types(y.dtype, torch.float32)
+    ones = torch.ones(b, dtype=y_dtype, device=y.device)
+    return x_mix, _mix_labels(y, perm, ones * lam, ones * (1.0 - lam))
+
+
+# -- drop-in callables ----------------------------------------------------------------------------
+
+
+class _Mixer:
+    """Shared set-up: label conversion and an own generator (timm ``Mixup``-style callables)."""
+
+    def __init__(
+        self,
+        num_classes: int | None,
+        alpha: float,
+        smoothing: float,
+        generator: torch.Generator | None,
+        seed: int | None,
+    ) -> None:
+        if alpha <= 0:
+            raise ValueError(f"alpha must be positive, got {alpha}")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        if generator is not None and seed is not None:
+            raise ValueError("pass either generator or seed, not both")
+        if generator is None:
+            generator = torch.Generator()
+            # Without a seed, derive one from the global RNG so torch.manual_seed governs it.
+            generator.manual_seed(int(torch.randint(2**62, (1,))) if seed is None else seed)
+        self.num_classes = num_classes
+        self.alpha = alpha
+        self.smoothing = smoothing
+        self.generator = generator
+
+    def _soft_labels(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, N) soft labels from long labels (one-hot, smoothed) or soft labels as given."""
+        if y.is_floating_point():
+            return y
+        if self.num_classes is None:
+            raise ValueError("num_classes must be set to mix integer class labels")
+        return one_hot(y, self.num_classes, dtype=dtype, smoothing=self.smoothing)
+
+
+class RMix(_Mixer):
+    """R-Mix as a callable ``(model, x, y) -> (x_mix, y_mix)``.
+
+    Per call: input saliency of the clean batch, one grid from ``grids``, one lam ~ Beta(alpha,
+    alpha), one permutation and a q per image uniform over ``topk_space(k)``.
+
+    Args:
+        num_classes: N, needed when y holds class indices.
+        alpha: Beta concentration [1.0 CIFAR, 0.2 ImageNet].
+        k: size of the top-k space.
+        grids: mixing grid sizes to draw from; each must divide the image side.
+        smoothing: label smoothing applied to integer labels.
+        saliency_mode: model mode for the saliency pass, "train" or "eval".
+        generator, seed: the random stream; by default a new generator seeded from ``seed`` (or
+            from the global torch RNG when None).
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        *,
+        alpha: float = 1.0,
+        k: int = 10,
+        grids: Sequence[int] = (2, 4),
+        smoothing: float = 0.0,
+        saliency_mode: Literal["train", "eval"] = "train",
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(num_classes, alpha, smoothing, generator, seed)
+        topk_space(k)  # validates k
+        if saliency_mode not in ("train", "eval"):
+            raise ValueError(f"saliency_mode must be 'train' or 'eval', got {saliency_mode!r}")
+        self.k = k
+        self.grids = _check_grids(grids)
+        self.saliency_mode = saliency_mode
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix images (B, C, H, W) with labels (B,) long or (B, N) soft."""
+        b = _check_images(x)[0]
+        soft = self._soft_labels(y, x.dtype)
+        saliency, _ = input_saliency(model, x, y, mode=self.saliency_mode)
+        g = self.generator
+        lam = sample_lam(self.alpha, g)
+        perm = sample_perm(b, g, device=x.device)
+        pooled = pool_saliency(saliency, sample_grid(self.grids, g))
+        q = sample_q(b, self.k, g).to(x.device)
+        return rmix(x, soft, pooled, q, lam, perm)
+
+
+class CutMix(_Mixer):
+    """CutMix as a callable ``(x, y) -> (x_mix, y_mix)``; y is (B,) long or (B, N) soft.
+
+    Args: as :class:`RMix` (``num_classes``, ``alpha``, ``smoothing``, ``generator``, ``seed``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        *,
+        alpha: float = 1.0,
+        smoothing: float = 0.0,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(num_classes, alpha, smoothing, generator, seed)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = _check_images(x)[0]
+        soft = self._soft_labels(y, x.dtype)
+        lam = sample_lam(self.alpha, self.generator)
+        perm = sample_perm(b, self.generator, device=x.device)
+        return cutmix(x, soft, lam, perm, generator=self.generator)
+
+
+class Mixup(_Mixer):
+    """Input Mixup as a callable ``(x, y) -> (x_mix, y_mix)``; y is (B,) long or (B, N) soft.
+
+    Args: as :class:`RMix` (``num_classes``, ``alpha``, ``smoothing``, ``generator``, ``seed``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        *,
+        alpha: float = 1.0,
+        smoothing: float = 0.0,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(num_classes, alpha, smoothing, generator, seed)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = _check_images(x)[0]
+        soft = self._soft_labels(y, x.dtype)
+        lam = sample_lam(self.alpha, self.generator)
+        perm = sample_perm(b, self.generator, device=x.device)
+        return mixup(x, soft, lam, perm)
