@@ -178,8 +178,10 @@ class MixupEnv(gym.Env):
 
     def _observation(self, batch: Batch) -> dict[str, np.ndarray]:
         if batch.saliency is None:
-            return {"saliency": self._uniform.copy(), "logits": np.zeros(
-                self.observation_space["logits"].shape, np.float32)}
+            return {
+                "saliency": self._uniform.copy(),
+                "logits": np.zeros(self.observation_space["logits"].shape, np.float32),
+            }
         clip = self.cfg.env.logit_clip
         pooled = pool_saliency(batch.saliency, self.cfg.env.obs_grid).clamp_(0.0, 1.0)
         logits = batch.logits.clamp(-clip, clip)
@@ -189,9 +191,9 @@ class MixupEnv(gym.Env):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Env state at an epoch boundary: the trainer's plus evaluation history."""
+        """Env state at the last epoch boundary: the trainer's plus the evaluation history."""
         return {
-            "trainer": self.trainer.state_dict(),
+            "trainer": self.trainer.boundary_state(),
             "run_seed": self.run_seed,
             "last_eval": self.last_eval,
             "history": self.history,

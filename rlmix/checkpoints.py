@@ -65,7 +65,7 @@ def load_checkpoint(path: str | os.PathLike, *, config: dict[str, Any] | None = 
     Args:
         path: the checkpoint file.
         config: if given, the run's resolved config; a checkpoint recorded with a different
-            config (other than ``out`` and the epoch count) is refused.
+            config (other than ``out``) is refused: even the epoch count shapes the schedule.
 
     Raises:
         ConfigError: the file is missing, unreadable, corrupt, from another format, or from a
@@ -91,7 +91,7 @@ def load_checkpoint(path: str | os.PathLike, *, config: dict[str, Any] | None = 
 
 
 # Keys that may change between a run and its resumption.
-_RESUMABLE_KEYS = {"out", "trainer.epochs"}
+_RESUMABLE_KEYS = {"out"}
 
 
 def config_difference(saved: dict, current: dict) -> str:
@@ -124,7 +124,9 @@ def check_writable(directory: str | os.PathLike) -> Path:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as e:
-        raise ConfigError(f"output directory '{directory}' is not writable: {e.strerror or e}") from e
+        raise ConfigError(
+            f"output directory '{directory}' is not writable: {e.strerror or e}"
+        ) from e
     return directory
 
 

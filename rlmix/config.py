@@ -47,7 +47,7 @@ class ModelConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 4  # classifier training epochs (one episode each)
+    epochs: int = 12  # classifier training epochs (one episode each)
     batch_size: int = 100  # images per step B
     lr_start: float = 3e-3  # OneCycleLR initial learning rate
     lr_max: float = 0.3  # OneCycleLR peak learning rate
@@ -135,7 +135,11 @@ def _check_ranges(cfg: Config) -> None:
         ("trainer.momentum", 0 <= t.momentum < 1, "must be in [0, 1)"),
         ("trainer.weight_decay", t.weight_decay >= 0, "must be >= 0"),
         ("mix.k", m.k >= 2, "must be >= 2"),
-        ("mix.grids", len(m.grids) > 0 and min(m.grids) >= 1, "must be a non-empty list of ints >= 1"),
+        (
+            "mix.grids",
+            len(m.grids) > 0 and min(m.grids) >= 1,
+            "must be a non-empty list of ints >= 1",
+        ),
         ("mix.alpha", m.alpha > 0, "must be > 0"),
         ("env.obs_grid", e.obs_grid >= 1, "must be >= 1"),
         ("env.logit_clip", e.logit_clip > 0, "must be > 0"),
@@ -158,7 +162,9 @@ def _check_ranges(cfg: Config) -> None:
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)} (got {value!r})")
+            raise ConfigError(
+                f"config key '{key}' must be one of {', '.join(choices)} (got {value!r})"
+            )
 
 
 def _get(cfg: Any, dotted: str) -> Any:

@@ -76,14 +76,20 @@ class RunLog:
                 self.scalar(f"{group}/{key}", value, epoch)
         self.scalar("charts/epoch_time_s", self.timings[-1], epoch)
         if self.writer is not None and stats.actions:
-            self.writer.add_histogram("charts/topk_index", np.concatenate(stats.actions), epoch,
-                                      bins=np.arange(k + 1) - 0.5)
+            self.writer.add_histogram(
+                "charts/topk_index",
+                np.concatenate(stats.actions),
+                epoch,
+                bins=np.arange(k + 1) - 0.5,
+            )
         return row
 
     def write(self, extra: dict[str, Any]) -> None:
         """Write ``metrics.json`` (history + ``extra``) and ``timings.json`` atomically."""
         final = self.history[-1] if self.history else {}
-        atomic_write_json(self.out / "metrics.json", {**extra, "final": final, "epochs": self.history})
+        atomic_write_json(
+            self.out / "metrics.json", {**extra, "final": final, "epochs": self.history}
+        )
         atomic_write_json(self.out / "timings.json", {"epoch_time_s": self.timings})
         if self.writer is not None:
             self.writer.flush()

@@ -39,6 +39,12 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--reward", help="reward logged per step (env.reward), e.g. grad_cosine, none")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        metavar="N",
+        help="stop after epoch N (checkpointed; continue later with --resume)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -52,8 +58,11 @@ def resolve_fixed_config(cfg: Config, policy: str) -> Config:
     return dataclasses.replace(cfg, policy=policy, mix=dataclasses.replace(cfg.mix, mixer=mixer))
 
 
-def train_fixed(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run ``cfg.policy`` for ``cfg.trainer.epochs`` epochs; returns the metrics dict."""
+def train_fixed(
+    cfg: Config, *, resume: bool = False, progress: bool = True, stop_after: int | None = None
+) -> dict[str, Any]:
+    """Run ``cfg.policy`` for ``cfg.trainer.epochs`` epochs (or until epoch ``stop_after``);
+    returns the metrics dict."""
     cfg = resolve_fixed_config(cfg, cfg.policy)
     out = check_writable(cfg.out)
     ckpt_path = out / "checkpoint.pt"
@@ -71,12 +80,16 @@ def train_fixed(cfg: Config, *, resume: bool = False, progress: bool = True) -> 
     extra = {"policy": cfg.policy, "reward": cfg.env.reward, "seed": cfg.seed}
     try:
         with StopFlag() as stop:
-            while t.epoch < cfg.trainer.epochs:
+            while t.epoch < min(cfg.trainer.epochs, stop_after or cfg.trainer.epochs):
                 epoch = t.epoch + 1
                 obs, _ = env.reset()
                 stats = EpochStats()
-                bar = tqdm(total=t.steps_per_epoch, desc=f"epoch {epoch}/{cfg.trainer.epochs}",
-                           disable=not progress, leave=False)
+                bar = tqdm(
+                    total=t.steps_per_epoch,
+                    desc=f"epoch {epoch}/{cfg.trainer.epochs}",
+                    disable=not progress,
+                    leave=False,
+                )
                 truncated = False
                 while not truncated:
                     stop.check()
@@ -88,10 +101,16 @@ def train_fixed(cfg: Config, *, resume: bool = False, progress: bool = True) -> 
                     bar.set_postfix(loss=f"{info['train_loss']:.3f}")
                 bar.close()
                 row = log.end_epoch(epoch, stats, info, t.global_step, cfg.mix.k)
-                save_checkpoint(ckpt_path, {
-                    "config": cfg.to_dict(), "env": env.state_dict(), "policy": policy.state_dict(),
-                    "history": log.history, "timings": log.timings,
-                })
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "config": cfg.to_dict(),
+                        "env": env.state_dict(),
+                        "policy": policy.state_dict(),
+                        "history": log.history,
+                        "timings": log.timings,
+                    },
+                )
                 log.write(extra)
                 if progress:
                     tqdm.write(format_row(row))
@@ -113,12 +132,17 @@ def format_row(row: dict[str, float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = load_config(args.config, overrides_from_args(args, policy=args.policy,
-                                                      **{"env.reward": args.reward}))
-    metrics = train_fixed(cfg, resume=args.resume, progress=not args.no_progress)
+    cfg = load_config(
+        args.config, overrides_from_args(args, policy=args.policy, **{"env.reward": args.reward})
+    )
+    metrics = train_fixed(
+        cfg, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch
+    )
     final = metrics["final"]
-    print(f"done: {cfg.policy}, final test top-1 {100 * final.get('top1', float('nan')):.2f}%, "
-          f"results in {Path(cfg.out) / 'metrics.json'}")
+    print(
+        f"done: {cfg.policy}, final test top-1 {100 * final.get('top1', float('nan')):.2f}%, "
+        f"results in {Path(cfg.out) / 'metrics.json'}"
+    )
     return 0
 
 

@@ -38,7 +38,9 @@ def select_device(name: str) -> torch.device:
     except RuntimeError as e:
         raise ConfigError(f"config key 'trainer.device': {e}") from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key 'trainer.device' asks for CUDA, but no CUDA device is present")
+        raise ConfigError(
+            "config key 'trainer.device' asks for CUDA, but no CUDA device is present"
+        )
     return device
 
 
@@ -203,7 +205,9 @@ class Trainer:
                 raise RlmixError(self._where("saliency is not finite"))
         return batch
 
-    def mix(self, batch: Batch, q: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    def mix(
+        self, batch: Batch, q: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
         """Mix ``batch`` with the configured mixer; ``q`` (B,) is the per-image top-k for R-Mix.
 
         Returns ``(x_mix, y_mix, lam, grid)``; lam is 1.0 and grid 0 where they do not apply.
@@ -280,6 +284,16 @@ class Trainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
         }
+
+    def boundary_state(self) -> dict[str, Any]:
+        """The state at the last epoch boundary: the snapshot of an epoch begun without steps
+        (its saliency pass may already have moved BatchNorm statistics), else the current state.
+        """
+        if self.epoch_started and self.step_in_epoch == 0 and self._epoch_start is not None:
+            return self._epoch_start
+        if self.epoch_started:
+            raise RlmixError("the trainer is inside an epoch: no boundary state to save")
+        return self.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._restore(state)

@@ -7,8 +7,14 @@ from envs.rewards import RewardInputs, get_reward, list_rewards, register_reward
 
 
 def _inputs(clean, mixed, **kw):
-    return RewardInputs(q=torch.zeros(clean.shape[0]), loss=1.0, obs_grid=2,
-                        clean_saliency=clean, mixed_saliency=mixed, **kw)
+    return RewardInputs(
+        q=torch.zeros(clean.shape[0]),
+        loss=1.0,
+        obs_grid=2,
+        clean_saliency=clean,
+        mixed_saliency=mixed,
+        **kw,
+    )
 
 
 def test_grad_cosine_one_cosine_over_concatenated_maps():
@@ -37,14 +43,18 @@ def test_loss_drop_and_test_acc_gain():
     assert r(RewardInputs(q=torch.zeros(2), loss=0.5, prev_loss=0.8)) == pytest.approx(0.3)
     g = get_reward("test_acc_gain")
     assert g(RewardInputs(q=torch.zeros(2), loss=0.5)) == 0.0
-    assert g(RewardInputs(q=torch.zeros(2), loss=0.5, test_metrics={"top1": 0.6},
-                          prev_test_metrics={"top1": 0.45})) == pytest.approx(0.15)
+    assert g(
+        RewardInputs(
+            q=torch.zeros(2), loss=0.5, test_metrics={"top1": 0.6}, prev_test_metrics={"top1": 0.45}
+        )
+    ) == pytest.approx(0.15)
     assert g(RewardInputs(q=torch.zeros(2), loss=0.5, test_metrics={"top1": 0.6})) == 0.6
 
 
 def test_flags_and_registry():
     assert {"grad_cosine", "grad_cosine_mean", "loss_drop", "test_acc_gain", "none"} <= set(
-        list_rewards())
+        list_rewards()
+    )
     assert get_reward("grad_cosine").mixed_saliency and get_reward("grad_cosine").clean_saliency
     assert not get_reward("loss_drop").mixed_saliency
 
@@ -55,7 +65,8 @@ def test_user_reward_by_name_and_by_path():
         return 1.0 - float(inputs.q.mean())
 
     assert get_reward("test_small_topk")(RewardInputs(q=torch.tensor([0.2, 0.4]), loss=0.0)) == (
-        pytest.approx(0.7))
+        pytest.approx(0.7)
+    )
     by_path = get_reward("math:fabs")  # any importable callable of one argument
     assert by_path.fn is math.fabs
 

@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny embedded-dataset config that trains in seconds."""
+
+import pytest
+
+from rlmix.config import load_config
+
+TINY = {
+    "data": {"name": "shapes", "options": {"train_size": 400, "test_size": 200}},
+    "model": {"name": "resnet_tiny"},
+    "trainer": {"epochs": 2, "batch_size": 50},
+    "env": {"eval_fgsm": True},
+    "agent": {"n_steps": 8, "batch_size": 4, "n_epochs": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """One dataset cache for the whole session."""
+    return str(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def tiny_config(data_root, tmp_path):
+    """Factory: the tiny config with dotted overrides; runs write under tmp_path."""
+
+    def make(**overrides):
+        base = {**TINY, "data": {**TINY["data"], "root": data_root}, "out": str(tmp_path / "run")}
+        return load_config(base, overrides)
+
+    return make
