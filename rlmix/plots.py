@@ -1,0 +1,56 @@
+"""PNG plots of run histories (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rlmix.checkpoints import atomic_write  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Render ``fig`` to PNG and write it atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def plot_curves(
+    runs: dict[str, list[list[dict[str, float]]]],
+    path: str | Path,
+    metric: str = "top1",
+    title: str = "Test accuracy per epoch",
+) -> Path:
+    """Plot ``metric`` per epoch for each label: the mean over seeds, with a min-max band.
+
+    Args:
+        runs: label -> one history per seed; a history is a list of per-epoch rows
+            (``{"epoch": 1.0, "top1": 0.42, ...}``).
+        path: the PNG to write.
+        metric: the row key to plot; fractions are shown in percent.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, histories in runs.items():
+        rows = [[r for r in h if metric in r] for h in histories]
+        rows = [h for h in rows if h]
+        if not rows:
+            continue
+        n = min(len(h) for h in rows)
+        epochs = np.array([r["epoch"] for r in rows[0][:n]])
+        values = 100 * np.array([[r[metric] for r in h[:n]] for h in rows])
+        ax.plot(epochs, values.mean(0), marker="o", label=f"{label} (n={len(rows)})")
+        if len(rows) > 1:
+            ax.fill_between(epochs, values.min(0), values.max(0), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"test {metric} (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
