@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from rlmix.checkpoints import load_checkpoint  # noqa: E402
 from rlmix.cli import ArgumentParser, add_config_args, overrides_from_args, run_main  # noqa: E402
 from rlmix.config import load_config  # noqa: E402
+from rlmix.errors import ConfigError  # noqa: E402
 from rlmix.mixing import one_hot, rmix, topk_masks  # noqa: E402
 from rlmix.plots import save_figure  # noqa: E402
 from rlmix.saliency import input_saliency, pool_saliency  # noqa: E402
@@ -124,16 +125,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch = next(iter(trainer.test_loader))
     x, labels = batch[0][: 2 * args.pairs].cpu(), batch[1][: 2 * args.pairs].cpu()
     path = Path(args.output or Path(cfg.out) / "rmix_pairs.png")
-    render(
-        model,
-        x,
-        labels,
-        trainer.info.class_names,
-        grid=args.grid,
-        q=tuple(args.q),
-        lam=args.lam,
-        path=path,
-    )
+    try:
+        render(
+            model,
+            x,
+            labels,
+            trainer.info.class_names,
+            grid=args.grid,
+            q=tuple(args.q),
+            lam=args.lam,
+            path=path,
+        )
+    except ValueError as e:
+        raise ConfigError(f"visualize: {e}") from e
     print(f"saved {path}")
     return 0
 
