@@ -34,6 +34,18 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that train: resume, early stop, progress bars."""
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        metavar="N",
+        help="stop after epoch N (checkpointed; continue later with --resume)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def overrides_from_args(args: argparse.Namespace, **extra: object) -> list[str]:
     """``--set`` values plus the shortcut flags, as dotted ``key=value`` strings."""
     out = list(args.overrides)

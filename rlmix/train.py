@@ -21,7 +21,14 @@ from tqdm.auto import tqdm
 from baselines import list_policies, make_policy, policy_mixer
 from envs import MixupEnv
 from rlmix.checkpoints import check_writable, load_checkpoint, save_checkpoint
-from rlmix.cli import ArgumentParser, StopFlag, add_config_args, overrides_from_args, run_main
+from rlmix.cli import (
+    ArgumentParser,
+    StopFlag,
+    add_config_args,
+    add_run_args,
+    overrides_from_args,
+    run_main,
+)
 from rlmix.config import Config, load_config, save_config
 from rlmix.errors import ConfigError
 from rlmix.runlog import EpochStats, RunLog
@@ -38,14 +45,7 @@ def build_parser() -> ArgumentParser:
         "--policy", choices=list_policies(), help="fixed policy (config key: policy; default rmix)"
     )
     p.add_argument("--reward", help="reward logged per step (env.reward), e.g. grad_cosine, none")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument(
-        "--stop-after-epoch",
-        type=int,
-        metavar="N",
-        help="stop after epoch N (checkpointed; continue later with --resume)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_args(p)
     return p
 
 

@@ -29,7 +29,14 @@ from agents.callbacks import EpochCallback
 from agents.ppo import agent_from_bytes, agent_to_bytes, make_ppo
 from envs import MixupEnv
 from rlmix.checkpoints import atomic_write, check_writable, load_checkpoint, save_checkpoint
-from rlmix.cli import ArgumentParser, StopFlag, add_config_args, overrides_from_args, run_main
+from rlmix.cli import (
+    ArgumentParser,
+    StopFlag,
+    add_config_args,
+    add_run_args,
+    overrides_from_args,
+    run_main,
+)
 from rlmix.config import Config, load_config, save_config
 from rlmix.errors import ConfigError
 from rlmix.plots import plot_curves
@@ -50,14 +57,7 @@ def build_parser() -> ArgumentParser:
         help="reward name (env.reward): grad_cosine (paper), "
         "grad_cosine_mean, loss_drop, test_acc_gain, or module:function",
     )
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument(
-        "--stop-after-epoch",
-        type=int,
-        metavar="N",
-        help="stop after epoch N (checkpointed; continue later with --resume)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_args(p)
     return p
 
 

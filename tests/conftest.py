@@ -28,3 +28,14 @@ def tiny_config(data_root, tmp_path):
         return load_config(base, overrides)
 
     return make
+
+
+@pytest.fixture
+def tiny_cli_args(data_root):
+    """The tiny config as command-line ``--set`` options."""
+    return [
+        "--set", f"data.root={data_root}",
+        "--set", "data.options={train_size: 400, test_size: 200}",
+        "--set", "trainer.batch_size=50",
+        "--set", "agent.n_steps=8", "--set", "agent.batch_size=4", "--set", "agent.n_epochs=2",
+    ]  # fmt: skip

@@ -33,24 +33,10 @@ def test_resume_gives_identical_metrics(tiny_config, tmp_path):
     assert a == b
 
 
-def test_cli_writes_outputs(tiny_config, tmp_path, capsys):
-    cfg = tiny_config()
+def test_cli_writes_outputs(tiny_cli_args, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = [
-        "--policy",
-        "cutmix_plus",
-        "--epochs",
-        "1",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--set",
-        f"data.root={cfg.data.root}",
-        "--set",
-        "data.options={train_size: 400, test_size: 200}",
-        "--set",
-        "trainer.batch_size=50",
-    ]
+    args = ["--policy", "cutmix_plus", "--epochs", "1", "--out", str(out), "--no-progress"]
+    args += tiny_cli_args
     assert main(args) == 0
     assert {"config.yaml", "checkpoint.pt", "metrics.json", "timings.json", "tb"} <= {
         p.name for p in out.iterdir()

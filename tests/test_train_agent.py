@@ -9,31 +9,13 @@ from rlmix.train_agent import main as agent_main
 from rlmix.train_agent import train_agent
 
 
-def _args(cfg, out, *extra):
-    return [
-        "--out",
-        str(out),
-        "--no-progress",
-        "--set",
-        f"data.root={cfg.data.root}",
-        "--set",
-        "data.options={train_size: 400, test_size: 200}",
-        "--set",
-        "trainer.batch_size=50",
-        "--set",
-        "agent.n_steps=8",
-        "--set",
-        "agent.batch_size=4",
-        "--set",
-        "agent.n_epochs=2",
-        *extra,
-    ]
+def _args(cli, out, *extra):
+    return ["--out", str(out), "--no-progress", *cli, *extra]
 
 
-def test_train_agent_end_to_end(tiny_config, tmp_path, capsys):
-    cfg = tiny_config()
+def test_train_agent_end_to_end(tiny_cli_args, tmp_path, capsys):
     out = tmp_path / "agent"
-    assert agent_main(_args(cfg, out, "--epochs", "2")) == 0
+    assert agent_main(_args(tiny_cli_args, out, "--epochs", "2")) == 0
     text = capsys.readouterr().out
     assert "final test top-1" in text and "mean reward" in text
     metrics = json.loads((out / "metrics.json").read_text())
@@ -58,10 +40,11 @@ def test_agent_resume_is_exact(tiny_config, tmp_path):
     assert resumed == full
 
 
-def test_compare_writes_table_and_plots(tiny_config, tmp_path):
-    cfg = tiny_config()
+def test_compare_writes_table_and_plots(tiny_cli_args, tmp_path):
     out = tmp_path / "cmp"
-    args = _args(cfg, out, "--epochs", "1", "--policies", "agent,rmix,vanilla", "--seeds", "0", "1")
+    args = _args(
+        tiny_cli_args, out, "--epochs", "1", "--policies", "agent,rmix,vanilla", "--seeds", "0", "1"
+    )
     assert compare_main(args) == 0
     table = (out / "results.md").read_text()
     for name in ("agent", "rmix", "vanilla", "top-1 (%)", "ECE (%)", "FGSM err (%)", "s / epoch"):

@@ -25,21 +25,9 @@ def test_render_writes_png_with_expected_panels(tmp_path):
     assert w > 2 * h  # 8 panels per row, 2 rows
 
 
-def test_cli(tiny_config, tmp_path, capsys):
-    cfg = tiny_config()
+def test_cli(tiny_cli_args, tmp_path, capsys):
     out = tmp_path / "vis.png"
-    args = [
-        "--set",
-        f"data.root={cfg.data.root}",
-        "--set",
-        "data.options={train_size: 400, test_size: 200}",
-        "--set",
-        "trainer.batch_size=50",
-        "--pairs",
-        "2",
-        "--output",
-        str(out),
-    ]
+    args = [*tiny_cli_args, "--pairs", "2", "--output", str(out)]
     assert main(args) == 0
     assert out.stat().st_size > 5000
     assert "saved" in capsys.readouterr().out
