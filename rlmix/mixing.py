@@ -429,11 +429,12 @@ class _Mixer:
 
     def __init__(
         self,
-        num_classes: int | None,
-        alpha: float,
-        smoothing: float,
-        generator: torch.Generator | None,
-        seed: int | None,
+        num_classes: int | None = None,
+        *,
+        alpha: float = 1.0,
+        smoothing: float = 0.0,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
     ) -> None:
         if alpha <= 0:
             raise ValueError(f"alpha must be positive, got {alpha}")
@@ -457,6 +458,13 @@ class _Mixer:
         if self.num_classes is None:
             raise ValueError("num_classes must be set to mix integer class labels")
         return one_hot(y, self.num_classes, dtype=dtype, smoothing=self.smoothing)
+
+    def _draw(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """Soft labels, then lam and perm from the own generator (in that order)."""
+        b = _check_images(x)[0]
+        soft = self._soft_labels(y, x.dtype)
+        lam = sample_lam(self.alpha, self.generator)
+        return soft, lam, sample_perm(b, self.generator, device=x.device)
 
 
 class RMix(_Mixer):
@@ -488,7 +496,9 @@ class RMix(_Mixer):
         generator: torch.Generator | None = None,
         seed: int | None = None,
     ) -> None:
-        super().__init__(num_classes, alpha, smoothing, generator, seed)
+        super().__init__(
+            num_classes, alpha=alpha, smoothing=smoothing, generator=generator, seed=seed
+        )
         topk_space(k)  # validates k
         if saliency_mode not in ("train", "eval"):
             raise ValueError(f"saliency_mode must be 'train' or 'eval', got {saliency_mode!r}")
@@ -500,14 +510,10 @@ class RMix(_Mixer):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix images (B, C, H, W) with labels (B,) long or (B, N) soft."""
-        b = _check_images(x)[0]
-        soft = self._soft_labels(y, x.dtype)
+        soft, lam, perm = self._draw(x, y)
         saliency, _ = input_saliency(model, x, y, mode=self.saliency_mode)
-        g = self.generator
-        lam = sample_lam(self.alpha, g)
-        perm = sample_perm(b, g, device=x.device)
-        pooled = pool_saliency(saliency, sample_grid(self.grids, g))
-        q = sample_q(b, self.k, g).to(x.device)
+        pooled = pool_saliency(saliency, sample_grid(self.grids, self.generator))
+        q = sample_q(x.shape[0], self.k, self.generator).to(x.device)
         return rmix(x, soft, pooled, q, lam, perm)
 
 
@@ -517,22 +523,8 @@ class CutMix(_Mixer):
     Args: as :class:`RMix` (``num_classes``, ``alpha``, ``smoothing``, ``generator``, ``seed``).
     """
 
-    def __init__(
-        self,
-        num_classes: int | None = None,
-        *,
-        alpha: float = 1.0,
-        smoothing: float = 0.0,
-        generator: torch.Generator | None = None,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(num_classes, alpha, smoothing, generator, seed)
-
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = _check_images(x)[0]
-        soft = self._soft_labels(y, x.dtype)
-        lam = sample_lam(self.alpha, self.generator)
-        perm = sample_perm(b, self.generator, device=x.device)
+        soft, lam, perm = self._draw(x, y)
         return cutmix(x, soft, lam, perm, generator=self.generator)
 
 
@@ -542,20 +534,6 @@ class Mixup(_Mixer):
     Args: as :class:`RMix` (``num_classes``, ``alpha``, ``smoothing``, ``generator``, ``seed``).
     """
 
-    def __init__(
-        self,
-        num_classes: int | None = None,
-        *,
-        alpha: float = 1.0,
-        smoothing: float = 0.0,
-        generator: torch.Generator | None = None,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(num_classes, alpha, smoothing, generator, seed)
-
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = _check_images(x)[0]
-        soft = self._soft_labels(y, x.dtype)
-        lam = sample_lam(self.alpha, self.generator)
-        perm = sample_perm(b, self.generator, device=x.device)
+        soft, lam, perm = self._draw(x, y)
         return mixup(x, soft, lam, perm)

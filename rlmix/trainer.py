@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from rlmix.config import Config
 from rlmix.data import BatchLoader, DatasetInfo, load_dataset
@@ -317,8 +316,4 @@ class Trainer:
         return f"{what} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopping"
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["Batch", "Trainer", "count_parameters", "derive_seed", "select_device"]
+__all__ = ["Batch", "Trainer", "derive_seed", "select_device"]
