@@ -1,171 +1,273 @@
-"""Time a vanilla training step against an R-Mix step, on the same batch in one process.
+"""Training-step time: vanilla, Mixup, CutMix and R-Mix on the same batch, in one process.
 
-    python -m benchmarks.bench_step                                  # resnet_tiny, preactresnet18
-    python -m benchmarks.bench_step --models resnet_tiny --repeats 20 --json bench.json
+    python -m benchmarks.bench_step                          # resnet_tiny and preactresnet18
+    python -m benchmarks.bench_step --models resnet_tiny --repeats 20 --json step.json
+    python -m benchmarks.bench_step --device cuda --amp
 
-Vanilla step: forward + backward + SGD step on a clean batch. R-Mix step: input saliency (a
-forward and an input-only backward), sampling lam / perm / grid / q, pooling, ``rmix``, then the
-same forward + backward + SGD step on the mixed batch. The mixing op (sampling + pooling + rmix,
-no model call) is timed on its own. Each figure is the median over ``--repeats`` after
-``--warmup`` untimed runs; the three measurements alternate within a repeat so that drift in the
-machine's speed hits them alike. Times are wall-clock (``time.perf_counter``), in milliseconds.
+Steps (batch ``--batch-size`` of 3 x S x S images, SGD with Nesterov momentum, soft-target CE):
+
+- vanilla: forward + backward + optimiser step on the clean batch;
+- mixup / cutmix: draw lam and perm (and the box), mix, then the same training step;
+- rmix: input saliency (a forward and an input-only backward), draw lam / perm / grid / q, pool
+  the saliency to the grid, ``rmix``, then the same training step.
+
+Two parts of the R-Mix step are also timed on their own: ``saliency`` and ``mixing`` (drawing,
+pooling and ``rmix``, no model call). All six alternate within every repeat. Figures are medians
+in milliseconds; ratios are to the vanilla step.
+
+Targets (PreActResNet-18, batch 100): R-Mix step <= 1.75x vanilla (the paper reports 2x), and
+the mixing op <= 3 % of a vanilla step.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
+from benchmarks.common import (
+    Target,
+    add_common_args,
+    autocast,
+    check_common_args,
+    format_table,
+    header_line,
+    medians,
+    print_targets,
+    spread,
+    time_alternating,
+    write_json,
+)
 from rlmix.losses import soft_ce
-from rlmix.mixing import one_hot, rmix, sample_grid, sample_lam, sample_perm, sample_q
+from rlmix.mixing import (
+    cutmix,
+    mixup,
+    one_hot,
+    rmix,
+    sample_grid,
+    sample_lam,
+    sample_perm,
+    sample_q,
+)
 from rlmix.models import create_model, list_models
 from rlmix.saliency import input_saliency, pool_saliency
+
+NAME = "step"
+VARIANTS = ("vanilla", "mixup", "cutmix", "rmix", "saliency", "mixing")
+RMIX_LIMIT = 1.75  # R-Mix step / vanilla step, PreActResNet-18
+MIX_SHARE_LIMIT = 0.03  # mixing op / vanilla step, PreActResNet-18
+TARGET_MODEL = "preactresnet18"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_step",
-        description="Median step time of vanilla training vs R-Mix training on one batch.",
+        description="Median training-step time (ms) of vanilla, Mixup, CutMix and R-Mix on one "
+        "batch, alternating within each repeat, with the R-Mix saliency and mixing parts.",
     )
-    p.add_argument("--models", default="resnet_tiny,preactresnet18", help="comma-separated names")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--num-classes", type=int, default=100)
-    p.add_argument("--grids", default="2,4", help="mixing grids drawn per step, default 2,4")
-    p.add_argument("--saliency-mode", choices=("train", "eval"), default="train")
-    p.add_argument("--warmup", type=int, default=2, help="untimed repeats first, default 2")
-    p.add_argument("--repeats", type=int, default=10, help="timed repeats, default 10")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument(
+        "--models",
+        default="resnet_tiny,preactresnet18",
+        help="comma-separated model names (default resnet_tiny,preactresnet18)",
+    )
+    p.add_argument("--batch-size", type=int, default=100, help="images per step (default 100)")
+    p.add_argument("--image-size", type=int, default=32, help="image side S in pixels (default 32)")
+    p.add_argument("--num-classes", type=int, default=100, help="classes N (default 100)")
+    p.add_argument("--grids", default="2,4", help="R-Mix grids drawn per step (default 2,4)")
+    p.add_argument("--k", type=int, default=10, help="size of the top-k space (default 10)")
+    p.add_argument(
+        "--saliency-mode",
+        choices=("train", "eval"),
+        default="train",
+        help="model mode of the saliency pass (default train)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and draws (default 0)")
+    add_common_args(
+        p,
+        repeats=None,
+        warmup=None,
+        amp=True,
+        repeats_help="(default 20; 5 for models over 1M parameters on a CPU)",
+        warmup_help="(default 3; 1 for models over 1M parameters on a CPU)",
+    )
     return p
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
-    """A function that runs ``fn`` once and returns its wall time in ms (synchronising CUDA)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def run(fn: Callable[[], object]) -> float:
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        return (time.perf_counter() - start) * 1e3
-
-    return run
+def _plan(args: argparse.Namespace, params: int, device: torch.device) -> tuple[int, int]:
+    """(repeats, warmup) for a model: fewer for large models on a CPU."""
+    large = params > 1_000_000 and device.type == "cpu"
+    repeats = args.repeats if args.repeats is not None else (5 if large else 20)
+    warmup = args.warmup if args.warmup is not None else (1 if large else 3)
+    return repeats, warmup
 
 
 def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> dict:
-    """Median times (ms) of the vanilla step, the R-Mix step and its parts for one model."""
+    """Median times (ms) of every variant for one model, and the ratios to vanilla."""
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     b, s, n = args.batch_size, args.image_size, args.num_classes
     grids = tuple(int(g) for g in args.grids.split(","))
     model = create_model(name, n).to(device)
+    params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.SGD(
         model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4
     )
     x = torch.rand(b, 3, s, s, generator=gen).to(device)
     labels = torch.randint(n, (b,), generator=gen).to(device)
     y = one_hot(labels, n)
+    amp = bool(getattr(args, "amp", False))
 
     def train_step(x_in: torch.Tensor, y_in: torch.Tensor) -> None:
         model.train()
         opt.zero_grad(set_to_none=True)
-        soft_ce(model(x_in), y_in).backward()
+        with autocast(device, amp):
+            logits = model(x_in)
+        soft_ce(logits.float(), y_in).backward()
         opt.step()
 
     def saliency() -> torch.Tensor:
-        return input_saliency(model, x, labels, mode=args.saliency_mode)[0]
+        with autocast(device, amp):
+            sal = input_saliency(model, x, labels, mode=args.saliency_mode)[0]
+        return sal.float()
 
-    def mix(sal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def mix_rmix(sal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lam = sample_lam(1.0, gen)
         perm = sample_perm(b, gen, device=device)
         pooled = pool_saliency(sal, sample_grid(grids, gen))
-        return rmix(x, y, pooled, sample_q(b, 10, gen).to(device), lam, perm)
+        return rmix(x, y, pooled, sample_q(b, args.k, gen).to(device), lam, perm)
 
-    def rmix_step() -> None:
-        train_step(*mix(saliency()))
+    def mix_mixup() -> tuple[torch.Tensor, torch.Tensor]:
+        return mixup(x, y, sample_lam(1.0, gen), sample_perm(b, gen, device=device))
+
+    def mix_cutmix() -> tuple[torch.Tensor, torch.Tensor]:
+        lam, perm = sample_lam(1.0, gen), sample_perm(b, gen, device=device)
+        return cutmix(x, y, lam, perm, generator=gen)
 
     fixed_sal = saliency()
-    timed = {
+    timed: dict[str, Callable[[], object]] = {
         "vanilla": lambda: train_step(x, y),
-        "rmix": rmix_step,
+        "mixup": lambda: train_step(*mix_mixup()),
+        "cutmix": lambda: train_step(*mix_cutmix()),
+        "rmix": lambda: train_step(*mix_rmix(saliency())),
         "saliency": saliency,
-        "mixing": lambda: mix(fixed_sal),
+        "mixing": lambda: mix_rmix(fixed_sal),
     }
-    run = _timer(device)
-    samples: dict[str, list[float]] = {k: [] for k in timed}
-    for i in range(args.warmup + args.repeats):
-        for key, fn in timed.items():
-            ms = run(fn)
-            if i >= args.warmup:
-                samples[key].append(ms)
-    med = {k: statistics.median(v) for k, v in samples.items()}
+    repeats, warmup = _plan(args, params, device)
+    samples = time_alternating(timed, repeats=repeats, warmup=warmup, device=device)
+    med = medians(samples)
+    van = med["vanilla"]
     return {
         "model": name,
-        "params": sum(p.numel() for p in model.parameters()),
-        "vanilla_ms": med["vanilla"],
-        "rmix_ms": med["rmix"],
-        "ratio": med["rmix"] / med["vanilla"],
-        "saliency_ms": med["saliency"],
-        "mixing_ms": med["mixing"],
-        "mixing_share": med["mixing"] / med["vanilla"],
+        "params": params,
+        "batch_size": b,
+        "image_size": s,
+        "repeats": repeats,
+        "warmup": warmup,
+        **{f"{k}_ms": v for k, v in med.items()},
+        **{f"{k}_ratio": med[k] / van for k in ("mixup", "cutmix", "rmix")},
+        "mixing_share": med["mixing"] / van,
+        "spread": {k: spread(v) for k, v in samples.items()},
         "samples_ms": samples,
     }
 
 
-HEADER = (
-    f"{'model':<16}{'params':>11}{'vanilla ms':>12}{'rmix ms':>10}{'ratio':>8}"
-    f"{'saliency ms':>13}{'mixing ms':>11}{'mix/vanilla':>13}"
+HEADERS = (
+    "model",
+    "params",
+    "vanilla ms",
+    "mixup ms",
+    "cutmix ms",
+    "rmix ms",
+    "rmix/van",
+    "saliency ms",
+    "mixing ms",
+    "mix/van",
 )
 
 
-def format_row(r: dict) -> str:
-    return (
-        f"{r['model']:<16}{r['params']:>11,}{r['vanilla_ms']:>12.1f}{r['rmix_ms']:>10.1f}"
-        f"{r['ratio']:>7.2f}x{r['saliency_ms']:>13.1f}{r['mixing_ms']:>11.2f}"
-        f"{100 * r['mixing_share']:>12.2f}%"
-    )
+def table_rows(rows: list[dict]) -> list[list[object]]:
+    return [
+        [
+            r["model"],
+            f"{r['params']:,}",
+            f"{r['vanilla_ms']:.1f}",
+            f"{r['mixup_ms']:.1f} ({r['mixup_ratio']:.2f}x)",
+            f"{r['cutmix_ms']:.1f} ({r['cutmix_ratio']:.2f}x)",
+            f"{r['rmix_ms']:.1f}",
+            f"{r['rmix_ratio']:.2f}x",
+            f"{r['saliency_ms']:.1f}",
+            f"{r['mixing_ms']:.2f}",
+            f"{100 * r['mixing_share']:.2f}%",
+        ]
+        for r in rows
+    ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
+def targets_for(rows: list[dict]) -> list[Target]:
+    out = []
+    for r in rows:
+        if r["model"] == TARGET_MODEL and r["batch_size"] == 100:
+            out.append(
+                Target("R-Mix step / vanilla step, PreActResNet-18", r["rmix_ratio"], RMIX_LIMIT)
+            )
+            out.append(
+                Target(
+                    "mixing op / vanilla step, PreActResNet-18",
+                    100 * r["mixing_share"],
+                    100 * MIX_SHARE_LIMIT,
+                    unit="%",
+                    note=f"batch 100, {r['image_size']}x{r['image_size']}",
+                )
+            )
+    return out
+
+
+def run(args: argparse.Namespace, device: torch.device) -> dict:
+    """Run the benchmark, print its table and targets; returns the JSON document's results."""
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in list_models()]
-    if unknown:
-        p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(list_models())}")
-    if args.repeats < 1 or args.warmup < 0 or args.batch_size < 1:
-        p.error("--repeats and --batch-size must be >= 1 and --warmup >= 0")
-    device = torch.device(args.device)
     print(
-        f"batch {args.batch_size}x3x{args.image_size}x{args.image_size}, {args.num_classes} "
-        f"classes, device {device}, torch {torch.__version__}, {torch.get_num_threads()} "
-        f"threads, median of {args.repeats} after {args.warmup} warm-up",
+        f"[step] batch {args.batch_size}x3x{args.image_size}x{args.image_size}, "
+        f"{args.num_classes} classes, amp {bool(args.amp) and device.type == 'cuda'}; "
+        + header_line(device),
         flush=True,
     )
-    print(HEADER + "\n" + "-" * len(HEADER), flush=True)
     rows = []
     for name in names:
         rows.append(bench_model(name, args, device))
-        print(format_row(rows[-1]), flush=True)
-    if args.json:
-        info = {
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "device": str(device),
-            "args": vars(args),
-            "results": rows,
-        }
-        Path(args.json).write_text(json.dumps(info, indent=2) + "\n")
+        r = rows[-1]
+        print(
+            f"  {name}: median of {r['repeats']} after {r['warmup']} warm-up; "
+            f"vanilla {r['vanilla_ms']:.1f} ms, rmix {r['rmix_ms']:.1f} ms",
+            flush=True,
+        )
+    print(format_table(HEADERS, table_rows(rows)), flush=True)
+    targets = targets_for(rows)
+    print_targets(targets)
+    write_json(args.json, NAME, args, device, rows, targets)
+    return {"rows": rows, "targets": [t.to_dict() for t in targets]}
+
+
+def execute(argv: list[str] | None = None) -> dict:
+    """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    device = check_common_args(p, args)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in list_models()]
+    if not names or unknown:
+        p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(list_models())}")
+    if args.batch_size < 2 or args.image_size < 1:
+        p.error("--batch-size must be >= 2 and --image-size >= 1")
+    grids = [int(g) for g in args.grids.split(",")]
+    if any(g < 1 or args.image_size % g for g in grids):
+        p.error(f"every grid in --grids must divide --image-size {args.image_size}")
+    return run(args, device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    execute(argv)
     return 0
 
 

@@ -68,7 +68,8 @@ def _check_labels(y: torch.Tensor, batch: int) -> None:
     _check_batch("y", y, batch)
     if y.device.type == "cpu" and y.numel():
         tol = max(1e-5, 8 * torch.finfo(y.dtype).eps)
-        if not bool(((y.sum(dim=1, dtype=torch.float64) - 1).abs() <= tol).all()):
+        lo, hi = torch.aminmax(y.sum(dim=1, dtype=torch.float64))
+        if not (1 - float(lo) <= tol and float(hi) - 1 <= tol):  # NaN fails too
             raise ValueError(f"every row of y must sum to 1 (tolerance {tol:g} for {y.dtype})")
 
 
@@ -110,8 +111,10 @@ def _check_q(q: torch.Tensor | float, batch: int) -> torch.Tensor:
     if q.dim() != 1:
         raise ValueError(f"q must be 1-D (B,), got shape {tuple(q.shape)}")
     _check_batch("q", q, batch)
-    if q.device.type == "cpu" and not bool(((q >= 0) & (q < 1)).all()):
-        raise ValueError("every q must be in [0, 1)")
+    if q.device.type == "cpu" and q.numel():
+        lo, hi = torch.aminmax(q)
+        if not (float(lo) >= 0 and float(hi) < 1):  # NaN fails too
+            raise ValueError("every q must be in [0, 1)")
     return q
 
 
@@ -212,16 +215,54 @@ def sample_grid(grids: Sequence[int] = (2, 4), generator: torch.Generator | None
     return grids[_draw_int(len(grids), generator)]
 
 
+_ROW_GRAIN = 32768  # elements: ATen's parallel grain size (at::internal::GRAIN_SIZE)
+
+
+def _rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``t[index]`` along dim 0 (same values), in t's memory format (e.g. channels-last).
+
+    For rows below ATen's parallel grain size ``index_select`` is used: it copies whole rows,
+    several times faster on CPU than advanced indexing, which computes an offset per element.
+    Larger rows use advanced indexing, one parallel region for the whole copy, because
+    ``index_select`` copies each large row in its own parallel region, which costs a
+    thread-pool round trip per row (ruinous when the threads share busy cores).
+    """
+    index = index.to(t.device)
+    if t.numel() >= _ROW_GRAIN * t.shape[0]:  # rows of _ROW_GRAIN elements or more
+        return t[index]
+    if t.is_contiguous() or (t.requires_grad and torch.is_grad_enabled()):
+        return t.index_select(0, index)
+    return torch.index_select(t, 0, index, out=torch.empty_like(t))
+
+
 def _blend(
     x: torch.Tensor, perm: torch.Tensor, w_i: torch.Tensor, w_j: torch.Tensor
 ) -> torch.Tensor:
-    """``w_i * x + w_j * x[perm]`` with weights (B, 1, H, W) or (B, 1, 1, 1) in at least float32.
+    """``w_i * x + w_j * x[perm]`` with per-cell weights (B, gh, gw), in at least float32.
 
-    Mixup and R-Mix share this, so R-Mix with every q = 0 reproduces Mixup bit for bit.
+    A weight is constant over its cell of (H // gh) x (W // gw) pixels, so it is repeated along
+    the width only (a (B, gh, W) tensor, tiny) and broadcast over channels and the cell's rows
+    through a (B, C, gh, H // gh, W) view of the images; it is never upsampled to pixels. The
+    result is built in one buffer: ``x[perm]`` is gathered, scaled in place by ``w_j``, and the
+    product ``w_i * x`` added in place (two full-size allocations, four passes). Every element is
+    the same two products and one sum as the plain expression, so the result is identical bit
+    for bit. Mixup (gh = gw = 1) and R-Mix share this, so R-Mix with every q = 0 reproduces
+    Mixup exactly.
     """
+    b, c, h, w = x.shape
+    gh, gw = w_i.shape[1:]
     dtype = torch.promote_types(x.dtype, torch.float32)
     x_c = x.to(dtype)
-    return (w_i * x_c + w_j * x_c[perm]).to(x.dtype)
+    if gh == gw == 1:
+        shape, w_shape = (b, c, h, w), (b, 1, 1, 1)
+    else:
+        # Splitting H is a view for any strides (channels-last included).
+        shape, w_shape = (b, c, gh, h // gh, w), (b, 1, gh, 1, w)
+        w_i, w_j = (t[..., None].expand(b, gh, gw, w // gw).reshape(b, gh, w) for t in (w_i, w_j))
+    w_i, w_j = (t.to(dtype).reshape(w_shape) for t in (w_i, w_j))
+    out = _rows(x_c, perm).view(shape).mul_(w_j)
+    out.add_(x_c.view(shape) * w_i)
+    return out.view(b, c, h, w).to(x.dtype)
 
 
 def _mix_labels(
@@ -230,7 +271,7 @@ def _mix_labels(
     """``w_i * y + w_j * y[perm]`` row-wise (weights (B,)), in at least float32, y's dtype out."""
     dtype = torch.promote_types(y.dtype, torch.float32)
     y_c = y.to(dtype)
-    out = w_i.to(dtype)[:, None] * y_c + w_j.to(dtype)[:, None] * y_c[perm]
+    out = w_i.to(dtype)[:, None] * y_c + w_j.to(dtype)[:, None] * _rows(y_c, perm)
     return out.to(y.dtype)
 
 
@@ -270,7 +311,8 @@ def topk_masks(
     gh, gw = pooled.shape[1:]
     if h % gh or w % gw:
         raise ValueError(f"size {h}x{w} is not a multiple of the grid {gh}x{gw}")
-    return mask.repeat_interleave(h // gh, dim=1).repeat_interleave(w // gw, dim=2)
+    kh, kw = h // gh, w // gw
+    return mask[:, :, None, :, None].expand(b, gh, kh, gw, kw).reshape(b, h, w)
 
 
 def rmix_masks(
@@ -283,7 +325,7 @@ def rmix_masks(
     where the pair is interpolated with lam).
     """
     mask = topk_masks(pooled, q)
-    partner = mask[perm]
+    partner = _rows(mask, perm)
     return mask, partner, mask == partner
 
 
@@ -297,9 +339,10 @@ def rmix(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """R-Mix a batch with its permutation (paper eqs. 4-7).
 
-    Cell masks (see :func:`rmix_masks`) are nearest-upsampled to pixels. Where ``m_inter`` the
-    pixel is ``lam * x_i + (1 - lam) * x_j``; elsewhere it is copied (weights 1 and 0) from
-    whichever of the pair marks it top-salient. The label weights are the pixel fractions of
+    Cell masks (see :func:`rmix_masks`) apply to every pixel of their cell (nearest
+    upsampling, done by broadcasting over a cell view of x). Where ``m_inter`` the pixel is
+    ``lam * x_i + (1 - lam) * x_j``; elsewhere it is copied (weights 1 and 0) from whichever of
+    the pair marks it top-salient. The label weights are the pixel fractions of
     those regions: ``y' = f_inter * (lam y_i + (1 - lam) y_j) + f_i * y_i + f_j * y_j`` with
     ``f_inter + f_i + f_j = 1``, so every row sums to 1. With every q = 0 this is exactly
     :func:`mixup`.
@@ -319,27 +362,23 @@ def rmix(
     _check_labels(y, b)
     lam = _check_lam(lam)
     _check_perm(perm, b)
-    gh, gw = _check_pooled(pooled, b, h, w)
+    _check_pooled(pooled, b, h, w)
     q = _check_q(q, b)
 
     mask, partner, inter = rmix_masks(pooled, q, perm.to(pooled.device))
     mask, partner, inter = mask.to(x.device), partner.to(x.device), inter.to(x.device)
     # Per-cell weights of x_i and x_j: (lam, 1 - lam) where m_inter, else (1, 0) or (0, 1) from
-    # whichever image marks the cell top-salient; nearest-upsampled to (B, 1, H, W).
+    # whichever image marks the cell top-salient; broadcast over the cell's pixels in _blend.
     x_dtype = torch.promote_types(x.dtype, torch.float32)
     w_i = torch.where(inter, lam, mask.to(x_dtype))
     w_j = torch.where(inter, 1.0 - lam, partner.to(x_dtype))
-    w_i, w_j = (
-        t.repeat_interleave(h // gh, dim=1).repeat_interleave(w // gw, dim=2)[:, None]
-        for t in (w_i, w_j)
-    )
     x_mix = _blend(x, perm, w_i, w_j)
 
     # Every cell covers the same number of pixels, so cell fractions are pixel fractions.
+    # (mask & ~inter is mask & ~partner: the cells only image i marks, and vice versa.)
     y_dtype = torch.promote_types(y.dtype, torch.float32)
-    f_inter = inter.to(y_dtype).mean(dim=(1, 2))
-    f_i = (mask & ~inter).to(y_dtype).mean(dim=(1, 2))
-    f_j = (partner & ~inter).to(y_dtype).mean(dim=(1, 2))
+    regions = torch.stack((inter, mask > partner, partner > mask))
+    f_inter, f_i, f_j = regions.to(y_dtype).mean(dim=(2, 3))
     y_mix = _mix_labels(y, perm, f_inter * lam + f_i, f_inter * (1.0 - lam) + f_j)
     return x_mix, y_mix
 
@@ -392,7 +431,7 @@ def cutmix(
     _check_perm(perm, b)
     top, bottom, left, right = cutmix_box(h, w, lam, generator)
     x_mix = x.clone()
-    x_mix[:, :, top:bottom, left:right] = x[perm, :, top:bottom, left:right]
+    x_mix[:, :, top:bottom, left:right] = _rows(x[:, :, top:bottom, left:right], perm)
     kept = 1.0 - (bottom - top) * (right - left) / (h * w)
     w_i = torch.full((b,), kept, dtype=torch.float64, device=y.device)
     return x_mix, _mix_labels(y, perm, w_i, 1.0 - w_i)
@@ -414,7 +453,7 @@ def mixup(
     lam = _check_lam(lam)
     _check_perm(perm, b)
     x_dtype = torch.promote_types(x.dtype, torch.float32)
-    w_i = torch.full((b, 1, 1, 1), lam, dtype=x_dtype, device=x.device)
+    w_i = torch.full((b, 1, 1), lam, dtype=x_dtype, device=x.device)
     x_mix = _blend(x, perm, w_i, torch.full_like(w_i, 1.0 - lam))
     y_dtype = torch.promote_types(y.dtype, torch.float32)
     ones = torch.ones(b, dtype=y_dtype, device=y.device)

@@ -1,0 +1,301 @@
+"""Environment epochs: vanilla vs R-Mix (random top-k) vs RL-Mix (PPO agent), same config.
+
+    python -m benchmarks.bench_env                                 # resnet_tiny, preactresnet18:2
+    python -m benchmarks.bench_env --models resnet_tiny --repeats 5
+    python -m benchmarks.bench_env --device cuda --models resnet_tiny,preactresnet18
+
+Every variant drives its own :class:`envs.MixupEnv` built from the embedded default config
+(``rlmix.config.load_config(None, overrides)``), exactly as the training commands do:
+
+- vanilla: policy ``vanilla`` with ``env.reward=none`` (plain training: no saliency pass);
+- rmix: policy ``rmix`` (R-Mix, uniformly random top-k), ``rlmix.train.resolve_fixed_config``;
+- rlmix: the PPO agent (``rlmix.train_agent.agent_config`` + ``agents.ppo.make_ppo``), one
+  ``model.learn`` call of one epoch of steps: the rollout plus the PPO update that follows it.
+
+An epoch is one ``reset()`` and steps until ``truncated`` (for the agent, SB3 resets the env
+inside ``learn``), including the test evaluation the config asks for. No logging, progress bars
+or checkpoints. A model written ``name:N`` runs a short epoch of N steps instead of the default
+epoch: ``data.options`` shrink the training split to N batches, evaluation is off, and the agent's
+rollout is those N steps (``agent.n_steps = agent.batch_size = N``), so its PPO update is
+amortised over N steps only, a pessimistic share. Figures are medians: seconds per epoch and
+milliseconds per step (epoch time / steps), alternating the variants within every repeat.
+
+Target: RL-Mix epoch <= 1.15x R-Mix epoch (the paper reports 2.0x), for every model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from benchmarks.common import (
+    Target,
+    add_common_args,
+    check_common_args,
+    format_table,
+    header_line,
+    medians,
+    print_targets,
+    spread,
+    time_alternating,
+    write_json,
+)
+from rlmix.config import Config, load_config, parse_override
+from rlmix.errors import RlmixError
+from rlmix.models import list_models
+
+NAME = "env"
+RLMIX_LIMIT = 1.15  # RL-Mix epoch / R-Mix epoch
+VARIANTS = ("vanilla", "rmix", "rlmix")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_env",
+        description="Median time of an environment epoch with plain training, the R-Mix random "
+        "policy and the RL-Mix PPO agent (update included), same config, one process.",
+    )
+    p.add_argument(
+        "--models",
+        default="resnet_tiny,preactresnet18:2",
+        help="comma-separated model names; name:N runs short epochs of N steps without "
+        "evaluation (default resnet_tiny,preactresnet18:2)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override applied to every variant, e.g. --set trainer.batch_size=50 "
+        "(repeatable)",
+    )
+    add_common_args(
+        p,
+        repeats=None,
+        warmup=1,
+        amp=True,
+        repeats_help="(default 3 on a CPU, 5 on CUDA)",
+    )
+    return p
+
+
+def parse_models(text: str) -> list[tuple[str, int | None]]:
+    """``"a,b:2"`` -> ``[("a", None), ("b", 2)]``; raises ValueError on a bad entry."""
+    out: list[tuple[str, int | None]] = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        name, _, steps = item.partition(":")
+        if name not in list_models():
+            raise ValueError(f"unknown model '{name}'; choose from {', '.join(list_models())}")
+        if steps and (not steps.isdigit() or int(steps) < 2):
+            raise ValueError(f"'{item}': the step count after ':' must be an integer >= 2")
+        out.append((name, int(steps) if steps else None))
+    if not out:
+        raise ValueError("no model given")
+    return out
+
+
+def base_config(
+    model: str,
+    short_steps: int | None,
+    args: argparse.Namespace,
+    device: torch.device,
+    data_root: str,
+) -> Config:
+    """The embedded default with the model, device and (short epochs) size overrides."""
+    overrides: dict[str, Any] = {
+        "model.name": model,
+        "trainer.device": str(device),
+        "trainer.amp": bool(args.amp),
+    }
+    if short_steps is not None:
+        b = load_config(None).trainer.batch_size
+        for text in args.overrides:  # a --set batch size decides the split size
+            key, value = parse_override(text)
+            if key in ("trainer.batch_size", "batch_size"):
+                b = int(value)
+        overrides.update(
+            {
+                "data.root": data_root,
+                "data.options": {"train_size": short_steps * b, "test_size": b},
+                "trainer.epochs": 10_000,
+                "env.eval_every": 10_000,
+                "agent.n_steps": short_steps,
+                "agent.batch_size": short_steps,
+            }
+        )
+    overrides.update(dict(parse_override(o) for o in args.overrides))
+    return load_config(None, overrides)
+
+
+def make_runners(cfg: Config) -> tuple[dict[str, Callable[[], object]], dict[str, Any]]:
+    """One epoch-running function per variant, each with its own env; and shared facts."""
+    from agents.ppo import make_ppo
+    from baselines import make_policy
+    from envs import MixupEnv
+    from rlmix.train import resolve_fixed_config
+    from rlmix.train_agent import agent_config
+
+    def fixed(policy_name: str, cfg_in: Config) -> Callable[[], int]:
+        cfg_p = resolve_fixed_config(cfg_in, policy_name)
+        env = MixupEnv(cfg_p)
+        policy = make_policy(policy_name, env.action_space, seed=cfg_p.seed)
+
+        def epoch() -> int:
+            obs, _ = env.reset()
+            steps, truncated = 0, False
+            while not truncated:
+                action, _ = policy.predict(obs)
+                obs, _, _, truncated, _ = env.step(action)
+                steps += 1
+            return steps
+
+        return epoch
+
+    plain = load_config(cfg.to_dict(), {"env.reward": "none"})
+    agent_env = MixupEnv(agent_config(cfg))
+    steps = agent_env.trainer.steps_per_epoch
+    model = make_ppo(agent_env, agent_config(cfg))
+    update_s: list[float] = []
+    train = model.train
+
+    def timed_train() -> None:  # PPO's update after each rollout, timed on its own
+        start = time.perf_counter()
+        train()
+        update_s.append(time.perf_counter() - start)
+
+    model.train = timed_train  # type: ignore[method-assign]
+    first = [True]
+
+    def agent_epoch() -> None:
+        model.learn(total_timesteps=steps, reset_num_timesteps=first[0])
+        first[0] = False
+
+    runners = {
+        "vanilla": fixed("vanilla", plain),
+        "rmix": fixed("rmix", cfg),
+        "rlmix": agent_epoch,
+    }
+    return runners, {"steps": steps, "ppo_update_s": update_s}
+
+
+def bench_model(
+    model: str, short_steps: int | None, args: argparse.Namespace, device: torch.device
+) -> dict:
+    """Median epoch times (s) of every variant for one model, and the ratios to R-Mix."""
+    repeats = args.repeats if args.repeats is not None else (5 if device.type == "cuda" else 3)
+    with tempfile.TemporaryDirectory(prefix="rlmix-bench-") as root:
+        cfg = base_config(model, short_steps, args, device, root)
+        runners, facts = make_runners(cfg)
+        steps = facts["steps"]
+        if short_steps is not None and steps != short_steps:
+            raise RlmixError(f"expected {short_steps} steps per epoch, the config gives {steps}")
+        samples_ms = time_alternating(
+            runners,
+            repeats=repeats,
+            warmup=args.warmup,
+            device=device,
+            progress=lambda i: print(f"    repeat {i + 1}/{args.warmup + repeats}", flush=True),
+        )
+    med = {k: v / 1e3 for k, v in medians(samples_ms).items()}
+    updates = facts["ppo_update_s"][args.warmup :]
+    update_s = sorted(updates)[len(updates) // 2] if updates else float("nan")
+    return {
+        "model": model,
+        "epoch": "default" if short_steps is None else f"short ({short_steps} steps, no eval)",
+        "steps": steps,
+        "batch_size": cfg.trainer.batch_size,
+        "repeats": repeats,
+        "warmup": args.warmup,
+        **{f"{k}_s": v for k, v in med.items()},
+        **{f"{k}_ms_per_step": 1e3 * v / steps for k, v in med.items()},
+        "ppo_update_s": update_s,
+        "rlmix_ratio": med["rlmix"] / med["rmix"],
+        "vanilla_ratio": med["vanilla"] / med["rmix"],
+        "rmix_over_vanilla": med["rmix"] / med["vanilla"],
+        "spread": {k: spread(v) for k, v in samples_ms.items()},
+        "samples_s": {k: [t / 1e3 for t in v] for k, v in samples_ms.items()},
+    }
+
+
+HEADERS = (
+    "model",
+    "epoch",
+    "vanilla s",
+    "rmix s",
+    "rlmix s",
+    "ms/step van / rmix / rlmix",
+    "PPO update s",
+    "rlmix/rmix",
+    "rmix/van",
+)
+
+
+def table_rows(rows: list[dict]) -> list[list[object]]:
+    return [
+        [
+            r["model"],
+            r["epoch"] if r["epoch"] != "default" else f"default ({r['steps']} steps + eval)",
+            f"{r['vanilla_s']:.2f}",
+            f"{r['rmix_s']:.2f}",
+            f"{r['rlmix_s']:.2f}",
+            " / ".join(f"{r[f'{k}_ms_per_step']:.0f}" for k in VARIANTS),
+            f"{r['ppo_update_s']:.3f}",
+            f"{r['rlmix_ratio']:.3f}x",
+            f"{r['rmix_over_vanilla']:.2f}x",
+        ]
+        for r in rows
+    ]
+
+
+def targets_for(rows: list[dict]) -> list[Target]:
+    return [
+        Target(f"RL-Mix epoch / R-Mix epoch, {r['model']}", r["rlmix_ratio"], RLMIX_LIMIT)
+        for r in rows
+    ]
+
+
+def run(args: argparse.Namespace, device: torch.device) -> dict:
+    """Run the benchmark, print its table and targets; returns the results."""
+    models = parse_models(args.models)
+    print(f"[env] {header_line(device)}", flush=True)
+    rows = []
+    for name, short in models:
+        print(f"  {name}{'' if short is None else f' ({short}-step epochs)'}:", flush=True)
+        rows.append(bench_model(name, short, args, device))
+    print(format_table(HEADERS, table_rows(rows), left=2), flush=True)
+    targets = targets_for(rows)
+    print_targets(targets)
+    write_json(args.json, NAME, args, device, rows, targets)
+    return {"rows": rows, "targets": [t.to_dict() for t in targets]}
+
+
+def execute(argv: list[str] | None = None) -> dict:
+    """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    device = check_common_args(p, args)
+    try:
+        parse_models(args.models)
+        for text in args.overrides:
+            parse_override(text)
+    except (ValueError, RlmixError) as e:
+        p.error(str(e))
+    return run(args, device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    execute(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

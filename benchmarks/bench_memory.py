@@ -1,0 +1,312 @@
+"""Peak memory of plain training, R-Mix and RL-Mix, each in a fresh process.
+
+    python -m benchmarks.bench_memory                          # resnet_tiny, preactresnet18:2
+    python -m benchmarks.bench_memory --models resnet_tiny --epochs 2
+    python -m benchmarks.bench_memory --device cuda
+
+Peak resident memory is per process, so every variant runs in its own subprocess (``python -m
+benchmarks.bench_memory --worker ...``) that builds what that training command would (the env,
+and for RL-Mix the PPO agent), runs ``--epochs`` epochs exactly as :mod:`benchmarks.bench_env`
+does, and reports:
+
+- ``peak_rss_mib``: the process's high-water resident set (``VmHWM`` in ``/proc/self/status``,
+  else ``resource.getrusage`` ``ru_maxrss``), MiB, imports and data included;
+- ``setup_rss_mib``: the resident set after building, before the first epoch, MiB;
+- ``cuda_peak_mib``: ``torch.cuda.max_memory_allocated`` on a GPU, MiB.
+
+Variants as in :mod:`benchmarks.bench_env`: vanilla (``env.reward=none``), rmix (random top-k),
+rlmix (PPO: one ``learn`` call per epoch, update included); a model written ``name:N`` runs short
+epochs of N steps without evaluation. Each worker imports only what its command needs (the R-Mix
+process does not load Stable-Baselines3), as the real commands do.
+
+Target: RL-Mix peak <= 1.3x R-Mix peak (resident memory; GPU memory too on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import (
+    Target,
+    add_common_args,
+    check_common_args,
+    format_table,
+    header_line,
+    print_targets,
+    write_json,
+)
+from rlmix.config import Config
+
+NAME = "memory"
+VARIANTS = ("vanilla", "rmix", "rlmix")
+LIMIT = 1.3  # RL-Mix peak / R-Mix peak
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_memory",
+        description="Peak memory (MiB) of plain training, R-Mix and RL-Mix, each variant in a "
+        "fresh subprocess running the same epochs through the environment.",
+    )
+    p.add_argument(
+        "--models",
+        default="resnet_tiny,preactresnet18:2",
+        help="comma-separated model names; name:N runs short epochs of N steps without "
+        "evaluation (default resnet_tiny,preactresnet18:2)",
+    )
+    p.add_argument("--epochs", type=int, default=1, help="epochs per process (default 1)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override applied to every variant (repeatable)",
+    )
+    p.add_argument("--timeout", type=float, default=600, help="seconds per process (default 600)")
+    p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    add_common_args(
+        p,
+        repeats=1,
+        warmup=0,
+        amp=True,
+        repeats_help="(here: processes per variant, the median peak is reported; default 1)",
+        warmup_help="(unused here: a process's peak counts from its start)",
+    )
+    return p
+
+
+def rss_mib(field: str = "VmHWM") -> float:
+    """A memory field of ``/proc/self/status`` in MiB (VmHWM: peak, VmRSS: now).
+
+    Falls back to ``ru_maxrss`` (KiB on Linux, bytes on macOS) for the peak elsewhere.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def worker(args: argparse.Namespace, device: torch.device) -> dict:
+    """Runs inside the subprocess: build one variant, run its epochs, measure."""
+    import tempfile
+
+    from benchmarks.bench_env import base_config, parse_models
+
+    ((model, short),) = parse_models(args.model)
+    with tempfile.TemporaryDirectory(prefix="rlmix-bench-") as root:
+        cfg = base_config(model, short, args, device, root)
+        start = time.perf_counter()
+        epoch = _epoch_runner(args.worker, cfg)
+        setup = rss_mib("VmRSS")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(args.epochs):
+            epoch()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        out = {
+            "variant": args.worker,
+            "model": args.model,
+            "peak_rss_mib": rss_mib("VmHWM"),
+            "setup_rss_mib": setup,
+            "wall_s": time.perf_counter() - start,
+        }
+        if device.type == "cuda":
+            out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def _epoch_runner(variant: str, cfg: Config) -> Callable[[], None]:
+    """Build one variant's env (and agent) as the training commands do; return its epoch."""
+    from envs import MixupEnv
+
+    if variant == "rlmix":
+        from agents.ppo import make_ppo
+        from rlmix.train_agent import agent_config
+
+        env = MixupEnv(agent_config(cfg))
+        model = make_ppo(env, agent_config(cfg))
+        steps = env.trainer.steps_per_epoch
+        first = [True]
+
+        def learn() -> None:
+            model.learn(total_timesteps=steps, reset_num_timesteps=first[0])
+            first[0] = False
+
+        return learn
+
+    from baselines import make_policy
+    from rlmix.config import load_config
+    from rlmix.train import resolve_fixed_config
+
+    if variant == "vanilla":
+        cfg = load_config(cfg.to_dict(), {"env.reward": "none"})
+    cfg = resolve_fixed_config(cfg, variant)
+    env = MixupEnv(cfg)
+    policy = make_policy(variant, env.action_space, seed=cfg.seed)
+
+    def epoch() -> None:
+        obs, _ = env.reset()
+        truncated = False
+        while not truncated:
+            obs, _, _, truncated, _ = env.step(policy.predict(obs)[0])
+
+    return epoch
+
+
+def spawn(variant: str, model: str, args: argparse.Namespace) -> dict:
+    """Run one worker subprocess and return its JSON result."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_memory",
+        "--worker",
+        variant,
+        "--model",
+        model,
+        "--epochs",
+        str(args.epochs),
+        "--device",
+        args.device,
+    ]
+    if args.amp:
+        cmd.append("--amp")
+    if args.threads is not None:
+        cmd += ["--threads", str(args.threads)]
+    for o in args.overrides:
+        cmd += ["--set", o]
+    env = {**os.environ, "PYTHONPATH": _pythonpath()}
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=args.timeout, env=env, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"memory worker {variant}/{model} failed ({proc.returncode}):\n{proc.stderr[-2000:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _pythonpath() -> str:
+    """This checkout first, so the worker imports the same code."""
+    root = str(Path(__file__).resolve().parent.parent)
+    rest = os.environ.get("PYTHONPATH", "")
+    return root + (os.pathsep + rest if rest else "")
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median peak RSS (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r["peak_rss_mib"])
+    return {**ordered[(len(ordered) - 1) // 2], "processes": len(runs)}
+
+
+HEADERS = ("model", "variant", "peak RSS MiB", "after setup MiB", "epoch growth MiB", "CUDA peak")
+
+
+def table_rows(rows: list[dict]) -> list[list[object]]:
+    return [
+        [
+            r["model"],
+            r["variant"],
+            f"{r['peak_rss_mib']:.0f}",
+            f"{r['setup_rss_mib']:.0f}",
+            f"{r['peak_rss_mib'] - r['setup_rss_mib']:.0f}",
+            f"{r['cuda_peak_mib']:.0f} MiB" if "cuda_peak_mib" in r else "-",
+        ]
+        for r in rows
+    ]
+
+
+def targets_for(rows: list[dict]) -> list[Target]:
+    by = {(r["model"], r["variant"]): r for r in rows}
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        rl, rm = by.get((model, "rlmix")), by.get((model, "rmix"))
+        if rl is None or rm is None:
+            continue
+        out.append(
+            Target(
+                f"RL-Mix peak RSS / R-Mix peak RSS, {model}",
+                rl["peak_rss_mib"] / rm["peak_rss_mib"],
+                LIMIT,
+            )
+        )
+        if "cuda_peak_mib" in rl and "cuda_peak_mib" in rm and rm["cuda_peak_mib"] > 0:
+            out.append(
+                Target(
+                    f"RL-Mix CUDA peak / R-Mix CUDA peak, {model}",
+                    rl["cuda_peak_mib"] / rm["cuda_peak_mib"],
+                    LIMIT,
+                )
+            )
+    return out
+
+
+def run(args: argparse.Namespace, device: torch.device) -> dict:
+    """Spawn every (model, variant) process, print the table and targets; returns the results."""
+    from benchmarks.bench_env import parse_models
+
+    print(f"[memory] {args.epochs} epoch(s) per process, {header_line(device)}", flush=True)
+    rows = []
+    for name, short in parse_models(args.models):
+        model = name if short is None else f"{name}:{short}"
+        runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+        for _ in range(args.repeats):
+            for variant in VARIANTS:  # alternate, like the timed benchmarks
+                runs[variant].append(spawn(variant, model, args))
+                r = runs[variant][-1]
+                print(
+                    f"  {model} {variant}: peak {r['peak_rss_mib']:.0f} MiB ({r['wall_s']:.0f} s)",
+                    flush=True,
+                )
+        for variant in VARIANTS:
+            rows.append(_median_run(runs[variant]))
+    print(format_table(HEADERS, table_rows(rows), left=2), flush=True)
+    targets = targets_for(rows)
+    print_targets(targets)
+    write_json(args.json, NAME, args, device, rows, targets)
+    return {"rows": rows, "targets": [t.to_dict() for t in targets]}
+
+
+def execute(argv: list[str] | None = None) -> dict:
+    """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    device = check_common_args(p, args)
+    if args.epochs < 1:
+        p.error("--epochs must be >= 1")
+    if args.worker:
+        result = worker(args, device)
+        print(json.dumps(result), flush=True)
+        return result
+    from benchmarks.bench_env import parse_models
+
+    try:
+        parse_models(args.models)
+    except ValueError as e:
+        p.error(str(e))
+    return run(args, device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    execute(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Helpers shared by the benchmarks: arguments, device, timing, medians, tables, targets, JSON.
+
+Conventions: times are wall-clock (``time.perf_counter``) in milliseconds unless a name says
+otherwise (``_s`` seconds, ``_mib`` MiB). Each figure is the median over ``--repeats`` timed
+repeats after ``--warmup`` untimed ones, and the compared variants run one after another inside
+every repeat, in an order that rotates from repeat to repeat (:func:`time_alternating`), so drift
+in the machine's speed and order effects hit them alike. Ratios are always of two medians
+measured in the same process on the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+Timer = Callable[[Callable[[], object]], float]
+
+
+def add_common_args(
+    p: argparse.ArgumentParser,
+    *,
+    repeats: int | None,
+    warmup: int | None,
+    amp: bool = False,
+    repeats_help: str | None = None,
+    warmup_help: str | None = None,
+) -> None:
+    """``--device --repeats --warmup --threads --json`` (and ``--amp``) for every benchmark.
+
+    A default of None means the benchmark picks one per case; say which in ``*_help``.
+    """
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N (default auto)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=repeats,
+        help="timed repeats per figure; the median is reported "
+        + (repeats_help or f"(default {repeats})"),
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=warmup,
+        help="untimed repeats first " + (warmup_help or f"(default {warmup})"),
+    )
+    p.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's own choice)"
+    )
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    if amp:
+        p.add_argument(
+            "--amp", action="store_true", help="bfloat16 autocast on CUDA (ignored on CPU)"
+        )
+
+
+def check_common_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
+    """Validate the common arguments, apply ``--threads`` and return the device."""
+    if args.repeats is not None and args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    if args.warmup is not None and args.warmup < 0:
+        p.error("--warmup must be >= 0")
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    try:
+        return resolve_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        p.error(str(e))
+        raise  # unreachable: p.error exits
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else must exist on this machine."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is present")
+    return device
+
+
+def device_arg(device: torch.device) -> str:
+    """The device as a ``trainer.device`` config value."""
+    return str(device)
+
+
+def make_timer(device: torch.device) -> Timer:
+    """A function that runs ``fn`` once and returns its wall time in ms (synchronising CUDA)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def run(fn: Callable[[], object]) -> float:
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        return (time.perf_counter() - start) * 1e3
+
+    return run
+
+
+def time_alternating(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    number: Mapping[str, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, list[float]]:
+    """Per-call times (ms) of every function, one sample of each per repeat, in turn.
+
+    Repeat i starts with the (i mod n)-th function and goes round, so no function always runs
+    first or always follows the same neighbour. ``number[name]`` calls are timed together per
+    sample (default 1) and the sample is their mean, for functions too short to time one call at
+    a time. ``progress(i)`` is called after repeat i.
+    """
+    run = make_timer(device)
+    number = number or {}
+    keys = list(fns)
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    for i in range(warmup + repeats):
+        start = i % len(keys)
+        for key in keys[start:] + keys[:start]:
+            fn, n = fns[key], number.get(key, 1)
+            ms = run(fn if n == 1 else _repeat(fn, n)) / n
+            if i >= warmup:
+                samples[key].append(ms)
+        if progress is not None:
+            progress(i)
+    return samples
+
+
+def _repeat(fn: Callable[[], object], n: int) -> Callable[[], None]:
+    def many() -> None:
+        for _ in range(n):
+            fn()
+
+    return many
+
+
+def calls_per_sample(seconds_per_call: float, target_s: float = 0.02) -> int:
+    """How many calls make a sample of about ``target_s`` seconds (at least 1, at most 1000)."""
+    if seconds_per_call <= 0:
+        return 1000
+    return max(1, min(1000, round(target_s / seconds_per_call)))
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def medians(samples: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def spread(values: Sequence[float]) -> float:
+    """Relative spread of the samples: (max - min) / median (0 for one sample)."""
+    if len(values) < 2:
+        return 0.0
+    m = statistics.median(values)
+    return (max(values) - min(values)) / m if m else 0.0
+
+
+@dataclass
+class Target:
+    """One stated target: ``value <= limit`` (a ratio or a time), and whether it was met."""
+
+    name: str
+    value: float
+    limit: float
+    unit: str = "x"
+    note: str = ""
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.limit
+
+    def line(self) -> str:
+        value = (
+            f"{self.value:.2f}{self.unit}" if self.unit == "x" else f"{self.value:.3g} {self.unit}"
+        )
+        limit = (
+            f"{self.limit:.2f}{self.unit}" if self.unit == "x" else f"{self.limit:.3g} {self.unit}"
+        )
+        note = f" ({self.note})" if self.note else ""
+        return f"{self.name}: {value} (target <= {limit}) -> {verdict(self.met)}{note}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "met": self.met}
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def print_targets(targets: Sequence[Target]) -> None:
+    if targets:
+        print("targets:")
+        for t in targets:
+            print("  " + t.line())
+    sys.stdout.flush()
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, left: int = 1) -> str:
+    """A plain-text table: the first ``left`` columns left-aligned, the others right-aligned.
+
+    Floats get 3 significant digits (format them before for more); a rule follows the header.
+    """
+    cells = [[str(h) for h in headers]] + [[_cell(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+
+    lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the figures were measured on."""
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "load_average": _load_average(),
+    }
+    if device.type == "cuda":
+        info["cuda_device"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def header_line(device: torch.device) -> str:
+    """One line naming the machine, for the top of every table."""
+    info = machine_info(device)
+    where = info.get("cuda_device", f"{info['cpu']}, {info['cpu_count']} cores")
+    return (
+        f"device {info['device']} ({where}), torch {info['torch']}, {info['threads']} threads, "
+        f"load average {info['load_average']}"
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def write_json(
+    path: str | os.PathLike[str] | None,
+    name: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    results: object,
+    targets: Sequence[Target] = (),
+) -> None:
+    """Write ``{"benchmark", "machine", "args", "results", "targets"}`` to ``path`` (if given)."""
+    if not path:
+        return
+    doc = {
+        "benchmark": name,
+        "machine": machine_info(device),
+        "args": {k: v for k, v in vars(args).items() if _jsonable(v)},
+        "results": results,
+        "targets": [t.to_dict() for t in targets],
+    }
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def _jsonable(value: object) -> bool:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast on CUDA when ``enabled``; a disabled context elsewhere."""
+    return torch.autocast(
+        device.type if device.type == "cuda" else "cpu",
+        dtype=torch.bfloat16,
+        enabled=enabled and device.type == "cuda",
+    )
