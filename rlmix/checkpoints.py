@@ -2,7 +2,10 @@
 
 Every file rlmix writes (checkpoints, metrics, configs, tables) goes through a temporary file in
 the same directory followed by ``os.replace``, so a run killed mid-write leaves the previous file
-intact. Classifier checkpoints load with ``torch.load(..., weights_only=True)``.
+intact. Checkpoints load with ``torch.load(..., weights_only=True)`` and are refused when their
+format, rlmix version (major.minor) or config differ from the running ones. An RL-Mix checkpoint
+also holds the agent as a Stable-Baselines3 zip, which unpickles when resumed: resume only
+checkpoints you trust.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import torch
 
 from rlmix import __version__
-from rlmix.errors import ConfigError
+from rlmix.errors import ConfigError, RlmixError
 
 CHECKPOINT_FORMAT = 1
 
@@ -37,8 +40,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # disk full, quota, I/O error: the previous file is intact
+            raise RlmixError(
+                f"cannot write '{path}': {e.strerror or e}; the previous file is kept"
+            ) from e
         raise
     return path
 
@@ -54,9 +61,46 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Save a checkpoint dict atomically, stamped with the rlmix version and format."""
+    """Save a checkpoint dict atomically, stamped with the rlmix version and format.
+
+    Raises:
+        RlmixError: a tensor in ``state`` holds NaN or inf (diverged weights or optimiser
+            state); the previous checkpoint is left as it was.
+    """
+    bad = _first_non_finite(state)
+    if bad is not None:
+        history = state.get("history") or [{}]
+        epoch = history[-1].get("epoch") if isinstance(history[-1], dict) else None
+        when = f" after epoch {int(epoch)}" if epoch is not None else ""
+        raise RlmixError(
+            f"not writing checkpoint '{path}': {bad} holds NaN or inf{when} (training "
+            "diverged); the previous checkpoint is kept"
+        )
     payload = {"format": CHECKPOINT_FORMAT, "rlmix_version": __version__, **state}
     return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def _first_non_finite(obj: Any, key: str = "") -> str | None:
+    """The dotted key of the first floating tensor with a NaN or inf in ``obj``, or None."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+            return key or "the state"
+        return None
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        found = _first_non_finite(v, f"{key}.{k}" if key else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(str(version).split(".")[:2])
 
 
 def load_checkpoint(path: str | os.PathLike, *, config: dict[str, Any] | None = None) -> dict:
@@ -68,8 +112,8 @@ def load_checkpoint(path: str | os.PathLike, *, config: dict[str, Any] | None = 
             config (other than ``out``) is refused: even the epoch count shapes the schedule.
 
     Raises:
-        ConfigError: the file is missing, unreadable, corrupt, from another format, or from a
-            run whose config differs.
+        ConfigError: the file is missing, unreadable, corrupt, from another checkpoint format or
+            rlmix major.minor version, or from a run whose config differs.
     """
     path = Path(path)
     if not path.is_file():
@@ -77,9 +121,23 @@ def load_checkpoint(path: str | os.PathLike, *, config: dict[str, Any] | None = 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        raise ConfigError(f"checkpoint '{path}' is corrupt or not an rlmix checkpoint: {e}") from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"checkpoint '{path}' is corrupt or not an rlmix checkpoint: {first}"
+        ) from e
+    if not isinstance(state, dict) or "format" not in state or "rlmix_version" not in state:
         raise ConfigError(f"checkpoint '{path}' has an unknown format; was it written by rlmix?")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise ConfigError(
+            f"checkpoint '{path}' has format {state['format']!r}, this rlmix {__version__} reads "
+            f"format {CHECKPOINT_FORMAT}"
+        )
+    saved = state["rlmix_version"]
+    if _major_minor(saved) != _major_minor(__version__):
+        raise ConfigError(
+            f"checkpoint '{path}' was written by rlmix {saved}, this is rlmix {__version__}; "
+            f"resume it with rlmix {'.'.join(_major_minor(saved))}.x or start a new run"
+        )
     if config is not None and "config" in state:
         diff = config_difference(state["config"], config)
         if diff:

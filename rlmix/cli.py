@@ -34,12 +34,23 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
 def add_run_args(parser: argparse.ArgumentParser) -> None:
     """Options of the commands that train: resume, early stop, progress bars."""
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument(
         "--stop-after-epoch",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="stop after epoch N (checkpointed; continue later with --resume)",
     )
@@ -91,9 +102,17 @@ class StopFlag:
     def check(self) -> None:
         if self.signum is not None:
             code = 130 if self.signum == signal.SIGINT else 128 + self.signum
-            err = Interrupted(f"stopped by {signal.Signals(self.signum).name}")
+            err = Interrupted(
+                f"stopped by {signal.Signals(self.signum).name}; the last epoch's checkpoint is "
+                "kept (continue with --resume)"
+            )
             err.exit_code = code
             raise err
+
+
+def one_line(message: str) -> str:
+    """``message`` with its lines joined, so that an error is always one line on stderr."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
@@ -105,7 +124,7 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except RlmixError as e:
         if debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

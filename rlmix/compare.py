@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from baselines import list_policies
 from rlmix.checkpoints import atomic_write_text, check_writable
 from rlmix.cli import ArgumentParser, add_config_args, overrides_from_args, run_main
-from rlmix.config import Config, load_config
+from rlmix.config import MAX_SEED, Config, load_config
 from rlmix.errors import ConfigError
 from rlmix.plots import plot_curves
 
@@ -129,9 +130,22 @@ def compare(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every (policy, reward, seed) and write the table and plot; returns the table rows."""
+    if not policies:
+        raise ConfigError(f"--policies is empty; choose from: {', '.join(POLICIES)}")
     bad = [p for p in policies if p not in POLICIES]
     if bad:
         raise ConfigError(f"unknown policy '{bad[0]}'; choose from: {', '.join(POLICIES)}")
+    for seed in seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"--seeds: seed {seed} is not in [0, {MAX_SEED}]")
+    if "agent" in policies:  # fail before the fixed policies run, not after
+        from envs.rewards import get_reward
+
+        for reward in rewards or [cfg.env.reward]:
+            try:
+                get_reward(reward)
+            except ValueError as e:
+                raise ConfigError(f"--reward: {e}") from e
     check_writable(out)
     jobs = []
     for policy in policies:
@@ -168,6 +182,11 @@ def compare(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            "rlmix.compare runs in one process; under torchrun launch rlmix.train and "
+            "rlmix.train_agent once per policy instead"
+        )
     out = Path(args.out or "runs/compare")
     args.out = None
     cfg = load_config(args.config, overrides_from_args(args))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from rlmix.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "default"
+MAX_SEED = 2**32 - 1  # numpy's (and so Stable-Baselines3's) seed range
 
 
 @dataclass
@@ -58,7 +60,8 @@ class TrainerConfig:
     weight_decay: float = 1e-4  # SGD weight decay
     loss: str = "soft_ce"  # soft_ce (reference code) or bce (paper text)
     amp: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
-    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (under torchrun: cuda = cuda:LOCAL_RANK)
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
 
 
 @dataclass
@@ -155,6 +158,7 @@ def _check_ranges(cfg: Config) -> None:
         ("agent.embed_dim", a.embed_dim >= 1, "must be >= 1"),
         ("agent.hidden", a.hidden >= 1, "must be >= 1"),
         ("constant_topk", 0 <= cfg.constant_topk < 1, "must be in [0, 1)"),
+        ("seed", 0 <= cfg.seed <= MAX_SEED, f"must be in [0, {MAX_SEED}]"),
     ]
     for key, ok, why in checks:
         if not ok:
@@ -196,14 +200,16 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a mapping (got {value!r})")
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value) if abs(value) < 1e308 else math.inf
     if hint is float and isinstance(value, str):
         try:  # YAML 1.1 reads "3e-3" as a string
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"config key '{key}' must be of type {hint.__name__} (got {value!r})")
+    if hint is float and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number (got {value!r})")
     return value
 
 
@@ -240,6 +246,8 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if path.is_dir():
+        raise ConfigError(f"config '{name_or_path}' is a directory, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file '{name_or_path}' not found")
     return path
@@ -249,9 +257,13 @@ def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping, turning syntax errors into one line with the line number."""
     path = resolve_config_path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config '{path}': {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"cannot read config '{path}': not UTF-8 text (byte {e.start}); is it a YAML file?"
+        ) from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
