@@ -8,7 +8,8 @@
 Benchmarks (one module each, each also runnable alone with ``python -m benchmarks.bench_<name>
 --help``): ``step`` (training step: vanilla / Mixup / CutMix / R-Mix), ``env`` (env epochs:
 vanilla / R-Mix / RL-Mix), ``mix`` (mixing ops vs torchvision and the reference threshold),
-``memory`` (peak memory, one process per variant) and ``run`` (the default ``train_agent`` run).
+``memory`` (peak memory, one process per variant), ``run`` (the default ``train_agent`` run)
+and ``dist`` (env steps on 1 and 2 torchrun processes, and the agent's per-step exchange).
 Benchmarks are not tests: they time things and report ratios measured in one process. With
 ``--json-dir DIR`` each writes ``DIR/<name>.json``, and ``DIR/summary.json`` collects every
 target. The exit status is 1 if a benchmark failed (targets missed do not fail the run).
@@ -24,7 +25,14 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import bench_env, bench_memory, bench_mix, bench_run, bench_step
+from benchmarks import (
+    bench_distributed,
+    bench_env,
+    bench_memory,
+    bench_mix,
+    bench_run,
+    bench_step,
+)
 from benchmarks.common import format_table, header_line, machine_info, resolve_device
 
 BENCHES: dict[str, ModuleType] = {
@@ -33,6 +41,7 @@ BENCHES: dict[str, ModuleType] = {
     "mix": bench_mix,
     "memory": bench_memory,
     "run": bench_run,
+    "dist": bench_distributed,
 }
 # Extra arguments per benchmark for --quick (smoke run: every code path, tiny repeats).
 QUICK: dict[str, list[str]] = {
@@ -41,6 +50,7 @@ QUICK: dict[str, list[str]] = {
     "mix": ["--batches", "32,100", "--sides", "32,64", "--repeats", "1", "--warmup", "0"],
     "memory": ["--models", "resnet_tiny:2"],
     "run": ["--epochs", "1"],
+    "dist": ["--steps", "3", "--warmup", "1"],
 }
 AMP = {"step", "env", "memory"}  # benchmarks that take --amp
 
@@ -48,7 +58,7 @@ AMP = {"step", "env", "memory"}  # benchmarks that take --amp
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Run the rlmix benchmarks in sequence (step, env, mix, memory, run) with "
+        description="Run the rlmix benchmarks in sequence (step, env, mix, memory, run, dist) with "
         "their default settings, print each table and a summary of the targets.",
     )
     p.add_argument("--quick", action="store_true", help="smoke run: tiny repeats and short epochs")

@@ -11,8 +11,9 @@ import torch
 from gymnasium import spaces
 
 from envs.rewards import RewardInputs, get_reward
+from rlmix import distributed
 from rlmix.config import Config, load_config
-from rlmix.errors import ConfigError
+from rlmix.errors import ConfigError, RlmixError
 from rlmix.mixing import topk_space
 from rlmix.saliency import pool_saliency
 from rlmix.trainer import Batch, Trainer
@@ -41,6 +42,10 @@ class MixupEnv(gym.Env):
     goes on; nothing terminates). ``info`` holds plain floats: ``train_loss``, ``lr``, ``mean_q``,
     ``lam``, ``grid``, ``reward/<name>``; at an evaluated epoch end also ``test/<metric>`` from
     :func:`rlmix.metrics.evaluate` (every ``env.eval_every`` epochs and after the last one).
+
+    **torchrun**: on W ranks each env holds one shard (B / W images) of every global batch and
+    its spaces are the shard's; :class:`envs.distributed_env.DistributedMixupEnv` presents the
+    global batch on rank 0.
 
     **Reset and seeding**: the classifier persists across episodes, so ``reset()`` starts the
     next epoch (a reset before any step of the current epoch restarts it rather than skipping
@@ -80,7 +85,8 @@ class MixupEnv(gym.Env):
             raise ConfigError(f"config key 'env.reward': {e}") from e
         self.trainer = Trainer(cfg)
         self.topk_space = topk_space(cfg.mix.k)
-        b, n, g = cfg.trainer.batch_size, self.trainer.info.num_classes, cfg.env.obs_grid
+        b = cfg.trainer.batch_size // self.trainer.dist.world_size  # this rank's shard
+        n, g = self.trainer.info.num_classes, cfg.env.obs_grid
         clip = float(cfg.env.logit_clip)
         self.observation_space = spaces.Dict(
             {
@@ -160,6 +166,11 @@ class MixupEnv(gym.Env):
                 prev_test_metrics=self.last_eval,
             )
         )
+        if not distributed.all_true(bool(np.isfinite(reward))):
+            raise RlmixError(
+                f"reward '{r.name}' is {reward} at epoch {t.epoch + 1}, step {t.step_in_epoch}; "
+                "stopping"
+            )
         info[f"reward/{r.name}"] = reward
         self._prev_loss = loss
         if truncated:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -379,6 +380,97 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@dataclass
+class EvalRecords:
+    """What :func:`evaluate` accumulates over a loader; records from data shards combine with
+    :func:`summarize` into the metrics of their union.
+
+    Attributes:
+        logits: clean logits (n, N), float64 on the CPU.
+        labels: class indices (n,).
+        adv_errors: images misclassified after FGSM (if computed).
+        loc_hits: images whose CAM box has IoU >= 0.5 with the ground truth.
+        loc_seen: images evaluated for localisation.
+        boxless: batches that came without boxes.
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    adv_errors: int = 0
+    loc_hits: int = 0
+    loc_seen: int = 0
+    boxless: int = 0
+
+
+def collect(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    fgsm: bool = True,
+    eps: float = 8 / 255,
+    localization: bool = True,
+    progress: bool = False,
+    desc: str = "eval",
+    device: torch.device | str | None = None,
+) -> EvalRecords:
+    """Run the evaluation passes of :func:`evaluate` and return the raw records."""
+    device = _model_device(model) if device is None else torch.device(device)
+    all_logits: list[torch.Tensor] = []
+    all_labels: list[torch.Tensor] = []
+    rec = EvalRecords(torch.empty(0, 0, dtype=torch.float64), torch.empty(0, dtype=torch.long))
+    with _eval_mode(model):
+        for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
+            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+                raise TypeError("loader must yield (x, y) or (x, y, boxes) tuples")
+            x, y = batch[0].to(device), batch[1].to(device)
+            boxes = batch[2] if len(batch) == 3 else None
+            _check_images(x)
+            _check_batch_labels(x, y)
+            rec.boxless += boxes is None
+            if localization and boxes is not None:
+                logits, hits = _localization_pass(model, x, y, boxes, 0.5, 0.15, False)
+                rec.loc_hits += int(hits.sum().item())
+                rec.loc_seen += x.shape[0]
+            else:
+                with torch.no_grad():
+                    logits = model(x)
+            all_logits.append(logits.detach().to("cpu", torch.float64))
+            all_labels.append(y.detach().to("cpu", torch.long))
+            if fgsm:
+                rec.adv_errors += fgsm_error(model, x, y, eps)
+    if all_logits:
+        rec.logits, rec.labels = torch.cat(all_logits), torch.cat(all_labels)
+    return rec
+
+
+def summarize(
+    records: EvalRecords | Sequence[EvalRecords], *, fgsm: bool = True
+) -> dict[str, float]:
+    """Metrics of the union of ``records`` (see :func:`evaluate` for the keys)."""
+    parts = [records] if isinstance(records, EvalRecords) else list(records)
+    parts = [r for r in parts if r.labels.numel()]
+    if not parts:
+        raise ValueError("loader yielded no batches")
+    loc_seen = sum(r.loc_seen for r in parts)
+    if loc_seen and sum(r.boxless for r in parts):
+        raise ValueError("loader yielded boxes for some batches only; localisation needs all")
+    logits = torch.cat([r.logits for r in parts])
+    labels = torch.cat([r.labels for r in parts])
+    total = labels.shape[0]
+    acc = topk_accuracy(logits, labels, ks=(1, 5))
+    results = {
+        "top1": acc["top1"],
+        "top5": acc["top5"],
+        "nll": nll(logits, labels),
+        "ece": expected_calibration_error(logits.softmax(dim=1), labels, n_bins=15),
+    }
+    if fgsm:
+        results["fgsm_error"] = sum(r.adv_errors for r in parts) / total
+    if loc_seen:
+        results["loc_acc"] = sum(r.loc_hits for r in parts) / total
+    return {k: float(v) for k, v in results.items()}
+
+
 def evaluate(
     model: nn.Module,
     loader: Iterable,
@@ -410,59 +502,31 @@ def evaluate(
         ``top1``, ``top5``, ``ece``, ``fgsm_error`` (if fgsm), ``loc_acc`` (if localization and
         boxes) as fractions in [0, 1]; ``nll`` in nats.
     """
-    device = _model_device(model) if device is None else torch.device(device)
-    all_logits: list[torch.Tensor] = []
-    all_labels: list[torch.Tensor] = []
-    adv_errors, loc_hits, loc_seen, boxless = 0, 0, 0, 0
-    with _eval_mode(model):
-        for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
-            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-                raise TypeError("loader must yield (x, y) or (x, y, boxes) tuples")
-            x, y = batch[0].to(device), batch[1].to(device)
-            boxes = batch[2] if len(batch) == 3 else None
-            _check_images(x)
-            _check_batch_labels(x, y)
-            boxless += boxes is None
-            if localization and boxes is not None:
-                logits, hits = _localization_pass(model, x, y, boxes, 0.5, 0.15, False)
-                loc_hits += int(hits.sum().item())
-                loc_seen += x.shape[0]
-            else:
-                with torch.no_grad():
-                    logits = model(x)
-            all_logits.append(logits.detach().to("cpu", torch.float64))
-            all_labels.append(y.detach().to("cpu", torch.long))
-            if fgsm:
-                adv_errors += fgsm_error(model, x, y, eps)
-    if not all_logits:
-        raise ValueError("loader yielded no batches")
-    if localization and loc_seen and boxless:
-        raise ValueError("loader yielded boxes for some batches only; localisation needs all")
-    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
-    total = labels.shape[0]
-    acc = topk_accuracy(logits, labels, ks=(1, 5))
-    results = {
-        "top1": acc["top1"],
-        "top5": acc["top5"],
-        "nll": nll(logits, labels),
-        "ece": expected_calibration_error(logits.softmax(dim=1), labels, n_bins=15),
-    }
-    if fgsm:
-        results["fgsm_error"] = adv_errors / total
-    if loc_seen:
-        results["loc_acc"] = loc_hits / total
-    return {k: float(v) for k, v in results.items()}
+    records = collect(
+        model,
+        loader,
+        fgsm=fgsm,
+        eps=eps,
+        localization=localization,
+        progress=progress,
+        desc=desc,
+        device=device,
+    )
+    return summarize(records, fgsm=fgsm)
 
 
 __all__ = [
+    "EvalRecords",
     "box_iou",
     "cam",
     "cam_boxes",
     "cam_localization",
+    "collect",
     "evaluate",
     "expected_calibration_error",
     "fgsm_attack",
     "fgsm_error",
     "nll",
+    "summarize",
     "topk_accuracy",
 ]

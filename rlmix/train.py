@@ -4,6 +4,7 @@
     python -m rlmix.train --policy cutmix_plus --epochs 10 --out runs/cutmix
     python -m rlmix.train --config cifar100_preactresnet18_rmix --set data.root=/data
     python -m rlmix.train --out runs/x --resume  # continue an interrupted run
+    torchrun --nproc_per_node=4 -m rlmix.train --config cifar100_wrn28_10_rmix   # 4 GPUs
 
 The run directory gets ``config.yaml`` (resolved), ``checkpoint.pt`` (each epoch, atomic),
 ``metrics.json``, ``timings.json`` and TensorBoard logs under ``tb/``.
@@ -19,7 +20,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from baselines import list_policies, make_policy, policy_mixer
-from envs import MixupEnv
+from envs import DistributedMixupEnv, MixupEnv, follow
+from rlmix import distributed
 from rlmix.checkpoints import check_writable, load_checkpoint, save_checkpoint
 from rlmix.cli import (
     ArgumentParser,
@@ -30,7 +32,7 @@ from rlmix.cli import (
     run_main,
 )
 from rlmix.config import Config, load_config, save_config
-from rlmix.errors import ConfigError
+from rlmix.errors import ConfigError, RlmixError
 from rlmix.runlog import EpochStats, RunLog
 
 
@@ -64,20 +66,27 @@ def train_fixed(
     """Run ``cfg.policy`` for ``cfg.trainer.epochs`` epochs (or until epoch ``stop_after``);
     returns the metrics dict."""
     cfg = resolve_fixed_config(cfg, cfg.policy)
-    out = check_writable(cfg.out)
+    out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
-    state = load_checkpoint(ckpt_path, config=cfg.to_dict()) if resume else None
+    state = open_run(cfg, resume)
     env = MixupEnv(cfg)
+    if state is not None:
+        env.load_state_dict(state["env"])
+    if not distributed.current().is_main:
+        with StopFlag():  # rank 0 decides when to stop
+            return {"exit_code": follow(env)}
+    if distributed.current().enabled:
+        env = DistributedMixupEnv(env)
     policy_kwargs = {"q": cfg.constant_topk} if cfg.policy == "constant" else {}
     policy = make_policy(cfg.policy, env.action_space, seed=cfg.seed, **policy_kwargs)
     log = RunLog(out)
     if state is not None:
-        env.load_state_dict(state["env"])
         policy.load_state_dict(state["policy"])
         log.history, log.timings = list(state["history"]), list(state["timings"])
     save_config(cfg, out / "config.yaml")
     t = env.trainer
     extra = {"policy": cfg.policy, "reward": cfg.env.reward, "seed": cfg.seed}
+    code = 1
     try:
         with StopFlag() as stop:
             while t.epoch < min(cfg.trainer.epochs, stop_after or cfg.trainer.epochs):
@@ -114,10 +123,27 @@ def train_fixed(
                 log.write(extra)
                 if progress:
                     tqdm.write(format_row(row))
+        code = 0
+    except RlmixError as e:
+        code = e.exit_code
+        raise
     finally:
+        if isinstance(env, DistributedMixupEnv):
+            env.close(code)
         log.close()
     log.write(extra)
     return {**extra, "final": log.history[-1] if log.history else {}, "epochs": log.history}
+
+
+def open_run(cfg: Config, resume: bool) -> dict[str, Any] | None:
+    """On rank 0: check that ``cfg.out`` is writable and, with ``resume``, read its checkpoint
+    (refused if written with another config). Every rank gets the checkpoint state or the error."""
+
+    def read() -> dict[str, Any] | None:
+        out = check_writable(cfg.out)
+        return load_checkpoint(out / "checkpoint.pt", config=cfg.to_dict()) if resume else None
+
+    return distributed.on_main(read)
 
 
 def format_row(row: dict[str, float]) -> str:
@@ -135,9 +161,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(
         args.config, overrides_from_args(args, policy=args.policy, **{"env.reward": args.reward})
     )
+    distributed.setup()
     metrics = train_fixed(
-        cfg, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch
+        cfg,
+        resume=args.resume,
+        progress=not args.no_progress and distributed.current().is_main,
+        stop_after=args.stop_after_epoch,
     )
+    if "exit_code" in metrics:  # a follower rank: rank 0 reports
+        return metrics["exit_code"]
     final = metrics["final"]
     print(
         f"done: {cfg.policy}, final test top-1 {100 * final.get('top1', float('nan')):.2f}%, "

@@ -4,6 +4,7 @@
     python -m rlmix.train_agent --reward grad_cosine_mean --epochs 6
     python -m rlmix.train_agent --config cifar100_preactresnet18_rlmix   # the paper's setting
     python -m rlmix.train_agent --out runs/default --resume
+    torchrun --nproc_per_node=4 -m rlmix.train_agent --config cifar100_preactresnet18_rlmix
 
 One env episode is one classifier epoch; PPO learns online. The run directory gets
 ``config.yaml``, ``checkpoint.pt`` (classifier, optimiser, schedule and agent together, atomic,
@@ -27,8 +28,9 @@ from tqdm.auto import tqdm
 
 from agents.callbacks import EpochCallback
 from agents.ppo import agent_from_bytes, agent_to_bytes, make_ppo
-from envs import MixupEnv
-from rlmix.checkpoints import atomic_write, check_writable, load_checkpoint, save_checkpoint
+from envs import DistributedMixupEnv, MixupEnv, follow
+from rlmix import distributed
+from rlmix.checkpoints import atomic_write, save_checkpoint
 from rlmix.cli import (
     ArgumentParser,
     StopFlag,
@@ -38,10 +40,10 @@ from rlmix.cli import (
     run_main,
 )
 from rlmix.config import Config, load_config, save_config
-from rlmix.errors import ConfigError
+from rlmix.errors import ConfigError, RlmixError
 from rlmix.plots import plot_curves
 from rlmix.runlog import RunLog
-from rlmix.train import format_row
+from rlmix.train import format_row, open_run
 
 
 def build_parser() -> ArgumentParser:
@@ -75,17 +77,33 @@ def train_agent(
     cfg: Config, *, resume: bool = False, progress: bool = True, stop_after: int | None = None
 ) -> dict[str, Any]:
     """Train classifier and agent for ``cfg.trainer.epochs`` epochs (or until epoch
-    ``stop_after``); returns the metrics dict."""
+    ``stop_after``); returns the metrics dict.
+
+    Under torchrun, rank 0 holds the only PPO learner and acts for the global batch through
+    :class:`envs.DistributedMixupEnv`; the other ranks follow (and return ``{"exit_code": c}``).
+    """
     cfg = agent_config(cfg)
-    out = check_writable(cfg.out)
+    out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
-    state = load_checkpoint(ckpt_path, config=cfg.to_dict()) if resume else None
+    state = open_run(cfg, resume)
     env = MixupEnv(cfg)
-    log = RunLog(out)
     if state is not None:
         env.load_state_dict(state["env"])
-        model = agent_from_bytes(state["agent"], env)
-        np.random.set_state(_np_state_from(state["np_random"]))  # noqa: NPY002 (SB3 shuffles with it)
+    if not distributed.current().is_main:
+        with StopFlag():  # rank 0 decides when to stop
+            return {"exit_code": follow(env)}
+    if distributed.current().enabled:
+        env = DistributedMixupEnv(env)
+    log = RunLog(out)
+    if state is not None:
+        try:
+            model = agent_from_bytes(state["agent"], env)
+            np.random.set_state(_np_state_from(state["np_random"]))  # noqa: NPY002 (SB3 shuffles with it)
+        except Exception as e:  # SB3 raises many types for damaged zips
+            raise ConfigError(
+                f"checkpoint '{ckpt_path}' holds no usable agent ({type(e).__name__}: {e}); "
+                "was it written by rlmix.train_agent?"
+            ) from e
         log.history, log.timings = list(state["history"]), list(state["timings"])
     else:
         model = make_ppo(env, cfg)
@@ -115,6 +133,7 @@ def train_agent(
 
     last = min(cfg.trainer.epochs, stop_after or cfg.trainer.epochs)
     remaining = max(0, last - t.epoch) * t.steps_per_epoch
+    code = 1
     try:
         with StopFlag() as stop:
             callback = EpochCallback(env, log, save, on_epoch, stop=stop, progress=progress)
@@ -123,7 +142,13 @@ def train_agent(
                     total_timesteps=remaining, callback=callback, reset_num_timesteps=state is None
                 )
             stop.check()
+        code = 0
+    except RlmixError as e:
+        code = e.exit_code
+        raise
     finally:
+        if isinstance(env, DistributedMixupEnv):
+            env.close(code)
         log.close()
     log.write(extra)
     if log.history:
@@ -152,9 +177,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config, overrides_from_args(args, **{"env.reward": args.reward}))
     start = time.perf_counter()
+    distributed.setup()
     metrics = train_agent(
-        cfg, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch
+        cfg,
+        resume=args.resume,
+        progress=not args.no_progress and distributed.current().is_main,
+        stop_after=args.stop_after_epoch,
     )
+    if "exit_code" in metrics:  # a follower rank: rank 0 reports
+        return metrics["exit_code"]
     wall = time.perf_counter() - start
     final = metrics["final"]
     if not final:

@@ -17,21 +17,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from rlmix import distributed
 from rlmix.config import Config
 from rlmix.data import BatchLoader, DatasetInfo, load_dataset
 from rlmix.errors import ConfigError, RlmixError
 from rlmix.losses import get_loss
-from rlmix.metrics import evaluate
+from rlmix.metrics import collect, summarize
 from rlmix.mixing import cutmix, mixup, one_hot, rmix, sample_grid, sample_lam, sample_perm
 from rlmix.models import create_model
 from rlmix.saliency import input_saliency, pool_saliency
+from rlmix.sync_batchnorm import convert_batchnorm
 
 
 def select_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``.
+
+    Under ``torchrun``, ``auto`` and ``cuda`` mean this rank's GPU (``LOCAL_RANK``).
+    """
+    d = distributed.current()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as e:
@@ -40,6 +47,8 @@ def select_device(name: str) -> torch.device:
         raise ConfigError(
             "config key 'trainer.device' asks for CUDA, but no CUDA device is present"
         )
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", d.local_rank % torch.cuda.device_count())
     return device
 
 
@@ -73,12 +82,20 @@ class Batch:
 class Trainer:
     """Train one classifier with mix-up, one batch at a time.
 
+    Under ``torchrun`` (:mod:`rlmix.distributed`) each rank trains on its shard of every global
+    batch (``trainer.batch_size`` images in all) through ``DistributedDataParallel``; saliency and
+    mixing stay local to the shard; the loss, finiteness checks and evaluation are reduced over
+    ranks, so every rank takes the same decisions. ``trainer.sync_bn`` computes BatchNorm
+    statistics over the global batch (:mod:`rlmix.sync_batchnorm`); by default each rank
+    normalises with its own shard's statistics, as single-GPU code does per batch.
+
     Args:
         cfg: the validated run config.
     """
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.dist = distributed.current()
         self.device = select_device(cfg.trainer.device)
         self.amp = cfg.trainer.amp and self.device.type == "cuda"
         d = cfg.data
@@ -94,6 +111,12 @@ class Trainer:
                 f"config key 'trainer.batch_size' ({cfg.trainer.batch_size}) is larger than the "
                 f"training set ({len(train)} images)"
             )
+        world = self.dist.world_size
+        if cfg.trainer.batch_size % world:
+            raise ConfigError(
+                f"config key 'trainer.batch_size' ({cfg.trainer.batch_size}) is the global batch "
+                f"and must be divisible by the number of ranks ({world})"
+            )
         side = info.image_size
         for key, grids in (("mix.grids", cfg.mix.grids), ("env.obs_grid", [cfg.env.obs_grid])):
             bad = [g for g in grids if side % g]
@@ -108,6 +131,13 @@ class Trainer:
             ).to(self.device)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"model: {e}") from e
+        self.ddp: DistributedDataParallel | None = None
+        if self.dist.enabled:
+            if cfg.trainer.sync_bn:
+                self.model = convert_batchnorm(self.model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        shard = {"rank": self.dist.rank, "world_size": world}
         self.train_loader = BatchLoader(
             train,
             cfg.trainer.batch_size,
@@ -116,6 +146,7 @@ class Trainer:
             augment=d.augment,
             seed=cfg.seed,
             device=self.device,
+            **shard,
         )
         self.test_loader = BatchLoader(
             test,
@@ -125,6 +156,7 @@ class Trainer:
             augment=False,
             device=self.device,
             with_boxes=info.has_boxes and cfg.env.eval_localization,
+            **shard,
         )
         self.loss_fn = get_loss(cfg.trainer.loss)
         t = cfg.trainer
@@ -200,8 +232,9 @@ class Trainer:
             with self._autocast():
                 sal, logits = input_saliency(self.model, x, labels, mode=self.cfg.mix.saliency_mode)
             batch.saliency, batch.logits = sal.float(), logits.float()
-            if not bool(torch.isfinite(sal).all()):
-                raise RlmixError(self._where("saliency is not finite"))
+            for name, t in (("saliency", batch.saliency), ("logits", batch.logits)):
+                if not distributed.all_true(bool(torch.isfinite(t).all())):
+                    raise RlmixError(self._where(f"the observation's {name} is not finite"))
         return batch
 
     def mix(
@@ -235,17 +268,19 @@ class Trainer:
         """One optimiser and scheduler step on a mixed batch.
 
         With ``input_grad`` the mixed input is marked as requiring grad, so the training backward
-        also yields dLoss/dx_mix. Returns ``(loss, mixed_saliency)``: the detached 0-d loss and
-        the RMS over channels of dLoss/dx_mix (B, H, W), or None without ``input_grad``.
+        also yields dLoss/dx_mix. Returns ``(loss, mixed_saliency)``: the detached 0-d loss (the
+        mean over ranks under torchrun) and the RMS over channels of dLoss/dx_mix (B, H, W), or
+        None without ``input_grad``.
         """
         self.model.train()
         x_in = x_mix.detach().requires_grad_(input_grad)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            logits = self.model(x_in)
+            logits = (self.ddp or self.model)(x_in)
         loss = self.loss_fn(logits.float(), y_mix)
-        if not bool(torch.isfinite(loss)):
-            raise RlmixError(self._where(f"training loss is {loss.item()}"))
+        reported = distributed.all_reduce_mean(loss.detach())
+        if not bool(torch.isfinite(reported)):
+            raise RlmixError(self._where(f"training loss is {reported.item()}"))
         loss.backward()
         self.optimizer.step()
         if self.global_step < self.total_steps:
@@ -253,17 +288,27 @@ class Trainer:
         self.global_step += 1
         self.step_in_epoch += 1
         if not input_grad:
-            return loss.detach(), None
-        return loss.detach(), x_in.grad.float().pow(2).mean(dim=1).sqrt()
+            return reported, None
+        return reported, x_in.grad.float().pow(2).mean(dim=1).sqrt()
 
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def evaluate(self, *, progress: bool = False) -> dict[str, float]:
-        """Test-split metrics (``rlmix.metrics.evaluate``) as plain floats."""
+        """Test-split metrics (``rlmix.metrics.evaluate``) as plain floats.
+
+        Under torchrun each rank evaluates its shard of the test split and the records are
+        gathered, so every rank returns the metrics of the whole split.
+        """
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if not distributed.all_true(finite):
+            raise RlmixError(
+                f"the classifier's weights are not finite at epoch {self.epoch + 1}, step "
+                f"{self.step_in_epoch}; stopping"
+            )
         with self._autocast():
-            return evaluate(
+            records = collect(
                 self.model,
                 self.test_loader,
                 fgsm=self.cfg.env.eval_fgsm,
@@ -271,6 +316,7 @@ class Trainer:
                 progress=progress,
                 desc=f"eval epoch {self.epoch}",
             )
+        return summarize(distributed.all_gather_objects(records), fgsm=self.cfg.env.eval_fgsm)
 
     # -- state --------------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from stable_baselines3 import PPO
 
 from rlmix.compare import main as compare_main
+from rlmix.errors import ConfigError
 from rlmix.train_agent import main as agent_main
 from rlmix.train_agent import train_agent
 
@@ -38,6 +40,17 @@ def test_agent_resume_is_exact(tiny_config, tmp_path):
     assert len(train_agent(part, progress=False, stop_after=1)["epochs"]) == 1
     resumed = train_agent(part, resume=True, progress=False)
     assert resumed == full
+
+
+def test_resume_with_a_damaged_agent_is_one_error(tiny_config, tmp_path):
+    cfg = tiny_config(out=str(tmp_path / "run"))
+    train_agent(cfg, progress=False, stop_after=1)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state["agent"] = torch.zeros(64, dtype=torch.uint8)  # not a zip
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"checkpoint '.*checkpoint.pt' holds no usable agent"):
+        train_agent(cfg, resume=True, progress=False)
 
 
 def test_compare_writes_table_and_plots(tiny_cli_args, tmp_path):

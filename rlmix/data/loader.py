@@ -54,6 +54,13 @@ class BatchLoader:
         device: where the batches are put.
         with_boxes: also yield the (B, 4) boxes (evaluation only: incompatible with ``augment``).
         pad: crop padding in pixels.
+        rank: this process's rank r (``torchrun``); each global batch is split across ranks.
+        world_size: number of ranks W; ``batch_size`` stays the global batch.
+
+    Each global batch of ``batch_size`` images is split so that rank r gets its positions
+    r, r + W, r + 2W, ...: the partition ``torch.utils.data.DistributedSampler(drop_last=True,
+    shuffle=False)`` makes of the epoch order. Augmentation is drawn for the whole global batch
+    before the split, so the union of the W shards is exactly the one-process batch.
 
     Yields:
         ``(x, y)``: x float32 (B, C, H, W) in [0, 1] on ``device``, y int64 (B,); with
@@ -72,6 +79,8 @@ class BatchLoader:
         device: str | torch.device = "cpu",
         with_boxes: bool = False,
         pad: int = 4,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if not isinstance(data, ImageTensors):
             raise TypeError(f"data must be an ImageTensors split, got {type(data).__name__}")
@@ -86,6 +95,12 @@ class BatchLoader:
             )
         if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
             raise ValueError(f"pad must be a non-negative integer, got {pad!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if drop_last and batch_size % world_size:
+            raise ValueError(
+                f"batch_size ({batch_size}) must be divisible by the number of ranks ({world_size})"
+            )
         if with_boxes and data.boxes is None:
             raise ValueError("with_boxes=True but the split has no boxes")
         if with_boxes and augment:
@@ -101,6 +116,7 @@ class BatchLoader:
         self.device = torch.device(device)
         self.with_boxes = with_boxes
         self.pad = pad
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -119,19 +135,23 @@ class BatchLoader:
         g = torch.Generator().manual_seed(stream_seed(self.seed, self.epoch, "order"))
         return torch.randperm(n, generator=g)
 
-    def _augment(self, x: torch.Tensor, index: int) -> torch.Tensor:
+    def _augment(self, x: torch.Tensor, index: int, n_global: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(stream_seed(self.seed, self.epoch, "augment", index))
-        offsets = torch.randint(0, 2 * self.pad + 1, (x.shape[0], 2), generator=g)
-        flip = torch.rand(x.shape[0], generator=g) < 0.5
-        return crop_flip(x, offsets.to(x.device), flip.to(x.device), self.pad)
+        offsets = torch.randint(0, 2 * self.pad + 1, (n_global, 2), generator=g)
+        flip = torch.rand(n_global, generator=g) < 0.5
+        shard = slice(self.rank, None, self.world_size)
+        return crop_flip(x, offsets[shard].to(x.device), flip[shard].to(x.device), self.pad)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         order = self.order()
         for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            global_idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            idx = global_idx[self.rank :: self.world_size]
+            if len(idx) == 0:
+                continue
             x = self.data.images[idx].to(self.device)
             if self.augment:
-                x = self._augment(x, i)
+                x = self._augment(x, i, len(global_idx))
             x = x.float().div_(255.0)
             y = self.data.labels[idx].to(self.device)
             if self.with_boxes:

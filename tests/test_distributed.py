@@ -1,0 +1,126 @@
+"""torchrun on the CPU (gloo, 2 processes): sharded training, reduced evaluation, the agent's
+gather / scatter, and resuming a 2-rank run on 1 rank."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlmix.checkpoints import load_checkpoint
+from rlmix.cli import run_main
+from rlmix.train import main as train_main
+from rlmix.train_agent import main as train_agent_main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: str, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+    }
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def fixed_args(data_root: str, out: Path) -> list[str]:
+    """Vanilla training, 2 steps of a global batch of 50, BatchNorm over the global batch."""
+    return [
+        "--policy", "vanilla", "--epochs", "1", "--out", str(out), "--no-progress",
+        "--set", f"data.root={data_root}",
+        "--set", "data.options={train_size: 100, test_size: 100}",
+        "--set", "trainer.batch_size=50", "--set", "trainer.sync_bn=true",
+    ]  # fmt: skip
+
+
+def test_two_ranks_train_the_same_model_as_one(data_root, tmp_path):
+    torchrun("-m", "rlmix.train", *fixed_args(data_root, tmp_path / "two"))
+    assert run_main(train_main, fixed_args(data_root, tmp_path / "one")) == 0
+    one, two = (
+        load_checkpoint(tmp_path / d / "checkpoint.pt")["env"]["trainer"] for d in ("one", "two")
+    )
+    assert one["global_step"] == two["global_step"] == 2
+    assert one["model"].keys() == two["model"].keys()
+    for key, a in one["model"].items():
+        b = two["model"][key]
+        if a.is_floating_point():
+            scale = a.abs().max().item() + 1e-8
+            assert (a - b).abs().max().item() / scale < 1e-4, key
+        else:
+            assert torch.equal(a, b), key
+    m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert m1["final"]["top1"] == m2["final"]["top1"]
+    assert m1["final"]["train_loss"] == pytest.approx(m2["final"]["train_loss"], rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def checks(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("dist_checks")
+    torchrun(str(ROOT / "tests" / "dist_worker.py"), "checks", str(out), data_root)
+    return [torch.load(out / f"checks_{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_global_batchnorm_equals_batchnorm_on_the_whole_batch(checks):
+    for rank in checks:
+        for key in ("bn_out", "bn_xgrad", "bn_wgrad", "bn_running_var"):
+            torch.testing.assert_close(rank[key], rank[f"{key}_ref"], rtol=1e-5, atol=1e-5)
+
+
+def test_distributed_evaluation_equals_single_process(checks):
+    single = checks[0]["eval_single"]
+    assert set(single) == {"top1", "top5", "nll", "ece", "fgsm_error", "loc_acc"}
+    for rank in checks:
+        assert rank["eval"].keys() == single.keys()
+        for key, value in single.items():
+            assert rank["eval"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+def test_rank0_sees_the_global_batch_and_actions_reach_their_images(checks):
+    main, other = checks
+    assert main["spaces"] == ((50, 10), (50,))  # global batch, although each rank holds 25
+    assert len(main["local_obs"]) == len(other["local_obs"]) == 2  # reset + step
+    for step, global_obs in enumerate(main["global_obs"]):
+        assert global_obs.shape == (50, 64 + 10)
+        for rank in checks:
+            np.testing.assert_array_equal(global_obs[rank["rank"] :: 2], rank["local_obs"][step])
+    action = main["global_action"]
+    assert len(set(action.tolist())) > 1
+    for rank in checks:
+        (received,) = rank["local_actions"]
+        np.testing.assert_array_equal(received, action[rank["rank"] :: 2])
+    assert other["exit"] == 0
+    assert np.isfinite(main["reward"])
+
+
+def test_agent_on_two_ranks_resumes_on_one(tiny_cli_args, tmp_path):
+    out = tmp_path / "run"
+    args = [*tiny_cli_args, "--out", str(out), "--epochs", "2", "--no-progress"]
+    worker = str(ROOT / "tests" / "dist_worker.py")
+    proc = torchrun(worker, "agent", str(out), *args, "--stop-after-epoch", "1")
+    assert proc.stdout.count("RL-Mix finished") == 1  # rank 0 reports; rank 1 built no PPO
+    first = json.loads((out / "metrics.json").read_text())
+    assert [row["epoch"] for row in first["epochs"]] == [1.0]
+    assert run_main(train_agent_main, [*args, "--resume"]) == 0  # one process now
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert [row["epoch"] for row in resumed["epochs"]] == [1.0, 2.0]
+    assert resumed["epochs"][0] == first["epochs"][0]
