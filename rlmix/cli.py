@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
+from rlmix import distributed
 from rlmix.errors import ConfigError, RlmixError
 
 
@@ -55,6 +56,19 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         help="stop after epoch N (checkpointed; continue later with --resume)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run_training(train: Callable[..., dict], cfg: object, args: argparse.Namespace) -> dict:
+    """Join torchrun's process group (if launched by it) and call ``train(cfg, ...)`` with the
+    run options of :func:`add_run_args`; progress bars show on rank 0 only. A follower rank
+    gets ``{"exit_code": c}`` back: rank 0 reports the run."""
+    distributed.setup()
+    return train(
+        cfg,
+        resume=args.resume,
+        progress=not args.no_progress and distributed.current().is_main,
+        stop_after=args.stop_after_epoch,
+    )
 
 
 def overrides_from_args(args: argparse.Namespace, **extra: object) -> list[str]:

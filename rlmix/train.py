@@ -30,6 +30,7 @@ from rlmix.cli import (
     add_run_args,
     overrides_from_args,
     run_main,
+    run_training,
 )
 from rlmix.config import Config, load_config, save_config
 from rlmix.errors import ConfigError, RlmixError
@@ -161,13 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(
         args.config, overrides_from_args(args, policy=args.policy, **{"env.reward": args.reward})
     )
-    distributed.setup()
-    metrics = train_fixed(
-        cfg,
-        resume=args.resume,
-        progress=not args.no_progress and distributed.current().is_main,
-        stop_after=args.stop_after_epoch,
-    )
+    metrics = run_training(train_fixed, cfg, args)
     if "exit_code" in metrics:  # a follower rank: rank 0 reports
         return metrics["exit_code"]
     final = metrics["final"]

@@ -38,6 +38,7 @@ from rlmix.cli import (
     add_run_args,
     overrides_from_args,
     run_main,
+    run_training,
 )
 from rlmix.config import Config, load_config, save_config
 from rlmix.errors import ConfigError, RlmixError
@@ -177,13 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config, overrides_from_args(args, **{"env.reward": args.reward}))
     start = time.perf_counter()
-    distributed.setup()
-    metrics = train_agent(
-        cfg,
-        resume=args.resume,
-        progress=not args.no_progress and distributed.current().is_main,
-        stop_after=args.stop_after_epoch,
-    )
+    metrics = run_training(train_agent, cfg, args)
     if "exit_code" in metrics:  # a follower rank: rank 0 reports
         return metrics["exit_code"]
     wall = time.perf_counter() - start

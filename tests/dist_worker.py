@@ -1,4 +1,5 @@
-"""Run under ``torchrun`` by tests/test_distributed.py: ``dist_worker.py SCENARIO OUT_DIR [ARGS]``.
+"""Run under ``torchrun`` by tests/test_distributed.py, which holds the assertions:
+``dist_worker.py SCENARIO OUT_DIR [ARGS]``; each rank records what it saw.
 
 Scenarios:
   checks OUT DATA  distributed evaluation vs one process, GlobalBatchNorm2d vs BatchNorm2d, and
