@@ -1,19 +1,16 @@
-"""The RL-Mix agent: the per-image SB3 policy (PPO construction lives in :mod:`agents.ppo`)."""
+"""The RL-Mix agent: the per-image SB3 policy, the epoch-aligned PPO, the frozen-agent policy and
+the callbacks of the one epoch loop."""
 
-from agents.policy import (
-    PerImageCategoricalDistribution,
-    PerImageExtractor,
-    PerImageNetwork,
-    PerImagePolicy,
-    check_spaces,
-    logits_summary,
-)
+from agents.frozen import FrozenAgent
+from agents.policy import PerImagePolicy, SlotExtractor, logits_summary
+from agents.ppo import EpochPPO, load_agent, make_ppo
 
 __all__ = [
-    "PerImageCategoricalDistribution",
-    "PerImageExtractor",
-    "PerImageNetwork",
+    "EpochPPO",
+    "FrozenAgent",
     "PerImagePolicy",
-    "check_spaces",
+    "SlotExtractor",
+    "load_agent",
     "logits_summary",
+    "make_ppo",
 ]

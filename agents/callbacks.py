@@ -1,93 +1,248 @@
-"""SB3 callback tying PPO's rollouts to classifier epochs: logs, progress and checkpoints."""
+"""The one epoch loop's hooks: SB3 callbacks shared by the PPO agent and the fixed policies.
+
+Chain them with ``CallbackList`` (in this order) and pass them to ``PPO.learn`` or
+:meth:`baselines.PolicyRunner.learn`; both step an :class:`envs.ImageSlotVecEnv`, whose slots are
+all done at a classifier epoch's end:
+
+- :class:`EpochLogCallback`: per step, the step scalars and the epoch's statistics (with the
+  policy diagnostics of :func:`policy_diagnostics`); per epoch, the history row.
+- :class:`ProgressCallback`: a tqdm bar per epoch and one console line per epoch row.
+- :class:`CheckpointCallback`: the checkpoint after every ``every``-th epoch (at the start of
+  the next rollout, once the agent has learned from the epoch's last rollout) and at the end.
+- :class:`StopCallback`: ends training at the next step once a signal arrived.
+"""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
-from rlmix.cli import StopFlag
-from rlmix.runlog import EpochStats, RunLog
+from rlmix.mixing import topk_space
+from rlmix.runlog import RunLog
+
+NEAR_UNIFORM = 0.98  # entropy fraction of ln K above which a policy counts as uniform
 
 
-class EpochCallback(BaseCallback):
-    """Per step: collect info and update the progress bar. Per epoch: log a history row.
+def policy_diagnostics(probs: np.ndarray, q_values: np.ndarray) -> dict[str, float]:
+    """How a policy acts on one batch, from its per-image probabilities (B, K).
 
-    At the start of each rollout that begins on an epoch boundary (after PPO's update), call
-    ``save()`` so that the agent and the classifier are checkpointed together at a consistent
-    point. A stop flag (SIGINT/SIGTERM) ends learning at the next step; the last checkpoint stays.
+    Returns ``entropy`` (mean per-image entropy, nats), ``entropy_frac`` (over ln K),
+    ``kl_uniform`` (mean KL from the uniform policy, nats: ln K - entropy), ``expected_q`` (mean
+    of each image's expected top-k) and ``q_std`` (std over images of the expected top-k: 0 when
+    the policy ignores the observation).
+    """
+    k = probs.shape[1]
+    p = np.clip(probs, 1e-12, 1.0)
+    entropy = -(probs * np.log(p)).sum(axis=1)
+    expected_q = probs @ q_values
+    return {
+        "entropy": float(entropy.mean()),
+        "entropy_frac": float(entropy.mean() / math.log(k)),
+        "kl_uniform": float(math.log(k) - entropy.mean()),
+        "expected_q": float(expected_q.mean()),
+        "q_std": float(expected_q.std()),
+    }
+
+
+class EpochStats:
+    """What one epoch's steps add up to."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.start = time.perf_counter()
+        self.values: dict[str, list[float]] = {}
+        self.counts = np.zeros(k, dtype=np.int64)
+
+    def add(self, **values: float) -> None:
+        for key, value in values.items():
+            self.values.setdefault(key, []).append(value)
+
+    def row(self, epoch: int) -> dict[str, Any]:
+        row: dict[str, Any] = {"epoch": float(epoch)}
+        row.update({key: float(np.mean(v)) for key, v in self.values.items()})
+        if self.counts.any():
+            row["q_hist"] = self.counts.tolist()
+        return row
+
+
+class EpochLogCallback(BaseCallback):
+    """Step scalars, epoch statistics and the history row of every epoch.
 
     Args:
-        env: the unwrapped :class:`envs.MixupEnv`.
-        log: the run log.
-        save: writes the checkpoint.
-        on_epoch: called with each epoch's history row.
-        stop: a :class:`rlmix.cli.StopFlag` polled at checkpoint points.
-        progress: show a tqdm bar per epoch.
+        log: the run log (history, TensorBoard).
+        k: size of the top-k space.
+        diagnostics: compute the policy diagnostics each step (``model.action_probs`` of the
+            observation the step acted on); off for mixers that ignore the action.
+    """
+
+    def __init__(self, log: RunLog, k: int, *, diagnostics: bool = True) -> None:
+        super().__init__()
+        self.log, self.k, self.diagnostics = log, k, diagnostics
+        self.q_values = topk_space(k).double().numpy()
+        self.stats = EpochStats(k)
+
+    def _on_training_start(self) -> None:
+        self.stats = EpochStats(self.k)  # an epoch's wall time runs from the previous one's end
+
+    def _on_step(self) -> bool:
+        info = self.locals["infos"][0]
+        reward = float(np.mean(self.locals["rewards"]))
+        step = {"train_loss": info["train_loss"], "reward": reward, "mean_q": info["mean_q"]}
+        self.stats.add(**step)
+        self.stats.add(**{f"reward_{k[7:]}": v for k, v in info.items() if k.startswith("reward/")})
+        for key, value in (*step.items(), ("lr", info["lr"])):
+            self.log.scalar(f"step/{key}", value)
+        if self.diagnostics:
+            probs = self.model.action_probs(self.model._last_obs)
+            diag = policy_diagnostics(probs, self.q_values)
+            self.stats.add(**{f"policy_{key}": value for key, value in diag.items()})
+            self.stats.counts += np.bincount(
+                np.asarray(self.locals["actions"]).ravel(), minlength=self.k
+            )
+        if self.locals["dones"][0]:
+            self._end_epoch(info)
+        return True
+
+    def _end_epoch(self, info: dict[str, Any]) -> None:
+        row = self.stats.row(int(info["epoch"]) + 1)
+        row.update({key[5:]: float(v) for key, v in info.items() if key.startswith("test/")})
+        self.log.end_epoch(row, time.perf_counter() - self.stats.start)
+        if "q_hist" in row:
+            counts = np.asarray(row["q_hist"])
+            self.log.histogram(
+                "policy/q", np.repeat(self.q_values, counts), np.append(self.q_values, 1.0)
+            )
+        self.stats = EpochStats(self.k)
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One console line per epoch."""
+    parts = [f"epoch {int(row['epoch'])}", f"loss {row['train_loss']:.4f}"]
+    for key, label in (("top1", "top1"), ("ece", "ECE"), ("fgsm_error", "FGSM err")):
+        if key in row:
+            parts.append(f"{label} {100 * row[key]:.2f}%")
+    parts.append(f"reward {row['reward']:.4f}")
+    if "policy_entropy_frac" in row:
+        parts.append(f"entropy {100 * row['policy_entropy_frac']:.1f}% of ln K")
+    return " | ".join(parts)
+
+
+class ProgressCallback(BaseCallback):
+    """A tqdm bar per epoch (loss and reward as postfix) and a console line per epoch.
+
+    Args:
+        log: the run log, whose last history row is printed at each epoch's end.
+        epochs: the run's epoch count (for the bar's label).
+        label: what is training (``"R-Mix"``, ``"RL-Mix"``...).
+    """
+
+    def __init__(self, log: RunLog, epochs: int, label: str) -> None:
+        super().__init__()
+        self.log, self.epochs, self.label = log, epochs, label
+        self.bar: tqdm | None = None
+
+    def _on_step(self) -> bool:
+        info = self.locals["infos"][0]
+        if self.bar is None:  # the epoch's first step
+            t = self.training_env.unwrapped.trainer
+            self.bar = tqdm(
+                total=t.steps_per_epoch,
+                leave=False,
+                desc=f"epoch {int(info['epoch']) + 1}/{self.epochs} ({self.label})",
+            )
+        self.bar.update()
+        self.bar.set_postfix(
+            loss=f"{info['train_loss']:.3f}", r=f"{np.mean(self.locals['rewards']):.3f}"
+        )
+        if self.locals["dones"][0]:
+            self._close()
+            tqdm.write(format_row(self.log.history[-1]))
+        return True
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _on_training_end(self) -> None:
+        self._close()
+
+
+class CheckpointCallback(BaseCallback):
+    """Save after every ``every``-th epoch and after the last one.
+
+    The save runs at the start of the rollout that follows an epoch's end (the PPO update of the
+    epoch's last rollout has happened, the next epoch has not taken a step), and when training
+    ends, unless it was stopped (``stopped()``) before reaching an epoch boundary.
+
+    Args:
+        save: writes the checkpoint (and whatever goes with it).
+        epoch: the number of finished epochs now.
+        every: checkpoint cadence in epochs.
+        last: the final epoch of the run (always checkpointed).
+        stopped: True when training is being stopped by a signal.
     """
 
     def __init__(
         self,
-        env,
-        log: RunLog,
         save: Callable[[], None],
-        on_epoch: Callable[[dict[str, float]], None],
-        stop: StopFlag | None = None,
-        progress: bool = True,
+        epoch: Callable[[], int],
+        *,
+        every: int,
+        last: int,
+        stopped: Callable[[], bool],
     ) -> None:
         super().__init__()
-        self.env, self.log, self.save, self.on_epoch = env, log, save, on_epoch
-        self.stop, self.progress = stop, progress
-        self.stats = EpochStats()
-        self.bar: tqdm | None = None
-        self._dirty = False
-
-    def _new_bar(self) -> None:
-        t = self.env.trainer
-        self.bar = tqdm(
-            total=t.steps_per_epoch,
-            leave=False,
-            disable=not self.progress,
-            desc=f"epoch {t.epoch + 1}/{self.env.cfg.trainer.epochs} (RL-Mix)",
+        self.save, self.epoch, self.every, self.last, self.stopped = (
+            save,
+            epoch,
+            every,
+            last,
+            stopped,
         )
+        self._saved = epoch()
+
+    def _maybe_save(self) -> None:
+        e = self.epoch()
+        if e > self._saved and (e % self.every == 0 or e >= self.last):
+            self.save()
+            self._saved = e
 
     def _on_rollout_start(self) -> None:
-        t = self.env.trainer
-        if self._dirty and t.step_in_epoch == 0:
-            self.save()
-            self._dirty = False
+        self._maybe_save()
 
     def _on_step(self) -> bool:
-        if self.stop is not None and self.stop.signum is not None:
-            return False  # ends learn(); the caller reports the signal
-        if self.bar is None:
-            self._new_bar()
-        info = self.locals["infos"][0]
-        reward = float(self.locals["rewards"][0])
-        action = np.asarray(self.locals["actions"][0])
-        self.stats.add(info, reward, action)
-        self.log.scalar("charts/lr", info["lr"], self.num_timesteps)
-        self.log.scalar("charts/step_reward", reward, self.num_timesteps)
-        self.bar.update()
-        self.bar.set_postfix(loss=f"{info['train_loss']:.3f}", r=f"{reward:.3f}")
-        if self.locals["dones"][0]:
-            self.bar.close()
-            self.bar = None
-            epoch = int(info["epoch"]) + 1
-            row = self.log.end_epoch(
-                epoch, self.stats, info, self.num_timesteps, self.env.cfg.mix.k
-            )
-            self.stats = EpochStats()
-            self._dirty = True
-            self.on_epoch(row)
         return True
 
     def _on_training_end(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        stopped = self.stop is not None and self.stop.signum is not None
-        if self._dirty and not stopped:
-            self.save()
-            self._dirty = False
+        if not self.stopped():
+            self._maybe_save()
+
+
+class StopCallback(BaseCallback):
+    """End training at the next step once ``stopped()`` is True (a signal arrived)."""
+
+    def __init__(self, stopped: Callable[[], bool]) -> None:
+        super().__init__()
+        self.stopped = stopped
+
+    def _on_step(self) -> bool:
+        return not self.stopped()
+
+
+__all__ = [
+    "NEAR_UNIFORM",
+    "CheckpointCallback",
+    "EpochLogCallback",
+    "EpochStats",
+    "ProgressCallback",
+    "StopCallback",
+    "format_row",
+    "policy_diagnostics",
+]

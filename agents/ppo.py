@@ -1,44 +1,64 @@
-"""Build, save and load the Stable-Baselines3 PPO agent that drives :class:`envs.MixupEnv`."""
+"""Build, save and load the Stable-Baselines3 PPO agent that drives the image slots.
+
+The agent is SB3's PPO on :class:`envs.ImageSlotVecEnv` (``num_envs = B``): every image is one
+decision with its own reward, advantage and clipped probability ratio. :class:`EpochPPO` changes
+one thing: a rollout never crosses an epoch boundary (it has at most ``agent.n_steps`` batch
+steps and ends early at an epoch's end), so every epoch-boundary checkpoint holds the agent
+between two updates and the run stops exactly after its last epoch, whatever ``n_steps`` and the
+epoch length are. SB3's rollout buffer, GAE and PPO update run unchanged.
+
+Discount: ``agent.gamma = 0`` by default. A slot's next observation is another image, and an
+image's reward answers its own action (the classifier's drift is shared by all slots and is not
+an image's doing), so each decision is a contextual bandit: the advantage is the reward minus the
+critic's baseline, and GAE's lambda has no effect.
+"""
 
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv
 
 from agents.policy import PerImagePolicy
 from rlmix.config import Config
 from rlmix.errors import ConfigError
 
 
-def make_vec_env(env: Any) -> DummyVecEnv:
-    """Wrap one env instance in SB3's single-process vector env."""
-    return DummyVecEnv([lambda: env])
+class EpochPPO(PPO):
+    """PPO whose rollouts end at classifier epoch boundaries (see the module docstring)."""
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        steps = min(n_rollout_steps, env.unwrapped.steps_left_in_epoch)
+        rollout_buffer.buffer_size = steps  # reset() inside allocates this many steps
+        return super().collect_rollouts(env, callback, rollout_buffer, steps)
+
+    def action_probs(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Per-image probabilities (B, K) of the K top-k choices for slot observations."""
+        with torch.no_grad():
+            tensors = self.policy.obs_to_tensor(obs)[0]
+            return self.policy.action_probs(tensors).cpu().numpy()
 
 
-def make_ppo(env: Any, cfg: Config, *, device: str = "cpu") -> PPO:
-    """A PPO agent with the per-image policy, configured from ``cfg.agent``.
-
-    The agent runs on ``device`` (CPU by default: its networks are tiny and the classifier's
-    device is chosen separately by ``trainer.device``).
-    """
+def make_ppo(venv: VecEnv, cfg: Config, *, device: str = "cpu") -> EpochPPO:
+    """The per-image PPO agent for ``venv`` (an :class:`envs.ImageSlotVecEnv`), from
+    ``cfg.agent``. It runs on ``device`` (CPU by default: its networks are tiny; the
+    classifier's device is ``trainer.device``)."""
     a = cfg.agent
-    steps = env.trainer.steps_per_epoch
-    if steps % a.n_steps and a.n_steps % steps:
-        warnings.warn(
-            f"agent.n_steps ({a.n_steps}) and the epoch length ({steps} steps) do not divide each "
-            "other: checkpoints are only written where a rollout ends on an epoch boundary. "
-            "Set agent.n_steps to a divisor or multiple of the epoch length.",
-            stacklevel=2,
-        )
-    return PPO(
+    return EpochPPO(
         PerImagePolicy,
-        make_vec_env(env),
+        venv,
         learning_rate=a.learning_rate,
         n_steps=a.n_steps,
         batch_size=a.batch_size,
@@ -64,12 +84,12 @@ def agent_to_bytes(model: PPO) -> torch.Tensor:
     return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
 
 
-def agent_from_bytes(data: torch.Tensor, env: Any, *, device: str = "cpu") -> PPO:
-    """Rebuild a PPO agent from :func:`agent_to_bytes` output, attached to ``env``.
+def agent_from_bytes(data: torch.Tensor, venv: VecEnv, *, device: str = "cpu") -> EpochPPO:
+    """Rebuild the agent from :func:`agent_to_bytes` output, attached to ``venv``.
 
     SB3 agent files contain pickled Python objects: load only files you trust.
     """
-    return PPO.load(io.BytesIO(data.numpy().tobytes()), env=make_vec_env(env), device=device)
+    return EpochPPO.load(io.BytesIO(data.numpy().tobytes()), env=venv, device=device)
 
 
 def load_agent(path: str | Path, *, device: str = "cpu") -> PPO:
@@ -78,6 +98,21 @@ def load_agent(path: str | Path, *, device: str = "cpu") -> PPO:
     if not path.is_file():
         raise ConfigError(f"agent file '{path}' does not exist")
     try:
-        return PPO.load(path, device=device)
+        model = PPO.load(path, device=device)
     except Exception as e:  # SB3 raises many types for foreign or truncated files
         raise ConfigError(f"agent file '{path}' could not be loaded: {e}") from e
+    if not isinstance(model.policy, PerImagePolicy):
+        raise ConfigError(
+            f"agent file '{path}' holds a {type(model.policy).__name__}, not an rlmix "
+            "PerImagePolicy; was it written by rlmix.train_agent?"
+        )
+    return model
+
+
+__all__ = [
+    "EpochPPO",
+    "agent_from_bytes",
+    "agent_to_bytes",
+    "load_agent",
+    "make_ppo",
+]

@@ -1,5 +1,22 @@
-"""Fixed mix-up policies (R-Mix, constant top-k, CutMix+, Mixup, vanilla) for the env."""
+"""Fixed mix-up policies (R-Mix, constant top-k, CutMix+, Mixup, vanilla) and the runner that
+drives them through the image-slot env with SB3's callback protocol."""
 
-from baselines.policies import FixedPolicy, list_policies, make_policy, policy_mixer
+from baselines.policies import (
+    POLICIES,
+    FixedPolicy,
+    list_policies,
+    make_policy,
+    policy_mixer,
+    register_policy,
+)
+from baselines.runner import PolicyRunner
 
-__all__ = ["FixedPolicy", "list_policies", "make_policy", "policy_mixer"]
+__all__ = [
+    "POLICIES",
+    "FixedPolicy",
+    "PolicyRunner",
+    "list_policies",
+    "make_policy",
+    "policy_mixer",
+    "register_policy",
+]

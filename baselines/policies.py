@@ -1,33 +1,48 @@
-"""Fixed mix-up policies that act through :class:`envs.MixupEnv`, like an SB3 model.
+"""Fixed mix-up policies (R-Mix, constant top-k, CutMix+, Mixup, vanilla) for the image slots.
 
-Each policy has ``predict(obs, state=None, episode_start=None, deterministic=False) ->
-(action, None)`` and names the env mixer it needs (``mixer``); the env's mixer decides what the
-action means. R-Mix is the ``rmix`` policy: a uniformly random top-k per image.
+A policy acts like an SB3 model on :class:`envs.ImageSlotVecEnv`: ``predict(obs) -> (actions
+(B,), None)`` with one top-k index per image slot, and ``action_probs(obs) -> (B, K)``, the
+law it draws from (for the per-epoch policy diagnostics). Each names the env mixer it needs
+(``mixer``); the mixer decides what the action means. R-Mix is the ``rmix`` policy: a uniformly
+random top-k per image.
+
+Policies live in a registry (:func:`register_policy`); ``agents`` adds ``agent``, a trained
+RL-Mix agent applied frozen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+
+from rlmix.mixing import topk_space
+from rlmix.registry import Registry
 
 
 class FixedPolicy:
     """Base class: a policy that needs no training.
 
     Args:
-        action_space: the env's ``MultiDiscrete([K] * B)`` action space.
+        action_space: the slot action space ``Discrete(K)``.
         seed: seed of the policy's own random stream (random policies only).
     """
 
     mixer = "rmix"
 
-    def __init__(self, action_space: spaces.MultiDiscrete, seed: int = 0, **_: Any) -> None:
+    def __init__(self, action_space: spaces.Discrete, seed: int = 0, **_: Any) -> None:
+        if not isinstance(action_space, spaces.Discrete) or action_space.n < 2:
+            raise ValueError(f"action_space must be Discrete(K) with K >= 2, got {action_space}")
         self.action_space = action_space
-        self.k = int(action_space.nvec[0])
+        self.k = int(action_space.n)
         self.rng = np.random.default_rng(seed)
+
+    def probs(self, batch_size: int) -> np.ndarray:
+        """The (B, K) law of the actions; the base policy always picks index 0."""
+        out = np.zeros((batch_size, self.k))
+        out[:, 0] = 1.0
+        return out
 
     def act(self, batch_size: int) -> np.ndarray:
         """Per-image action indices (B,)."""
@@ -40,8 +55,10 @@ class FixedPolicy:
         episode_start: Any = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, None]:
-        batch_size = observation["saliency"].shape[-3]
-        return self.act(batch_size), None
+        return self.act(len(observation["saliency"])), None
+
+    def action_probs(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        return self.probs(len(observation["saliency"]))
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}
@@ -50,66 +67,71 @@ class FixedPolicy:
         self.rng.bit_generator.state = state["rng"]
 
 
+POLICIES: Registry[type[FixedPolicy]] = Registry("policy")
+register_policy = POLICIES.register
+
+
+@register_policy("rmix")
 class RandomTopK(FixedPolicy):
     """R-Mix: top-k drawn uniformly from the K values, independently per image."""
+
+    def probs(self, batch_size: int) -> np.ndarray:
+        return np.full((batch_size, self.k), 1.0 / self.k)
 
     def act(self, batch_size: int) -> np.ndarray:
         return self.rng.integers(0, self.k, size=batch_size, dtype=np.int64)
 
 
+@register_policy("constant")
 class ConstantTopK(FixedPolicy):
-    """One fixed top-k for every image: the grid value nearest to ``q``."""
+    """One fixed top-k for every image: the value of the top-k space nearest to ``q``."""
 
-    def __init__(self, action_space: spaces.MultiDiscrete, seed: int = 0, q: float = 0.5, **_: Any):
+    def __init__(
+        self, action_space: spaces.Discrete, seed: int = 0, q: float = 0.5, **_: Any
+    ) -> None:
         super().__init__(action_space, seed)
-        grid = np.linspace(0.0, 0.99, self.k)
-        self.index = int(np.abs(grid - q).argmin())
+        self.index = int((topk_space(self.k) - q).abs().argmin())
+
+    def probs(self, batch_size: int) -> np.ndarray:
+        out = np.zeros((batch_size, self.k))
+        out[:, self.index] = 1.0
+        return out
 
     def act(self, batch_size: int) -> np.ndarray:
         return np.full(batch_size, self.index, dtype=np.int64)
 
 
+@register_policy("cutmix_plus")
 class CutMixPlus(FixedPolicy):
     """CutMix trained with OneCycleLR (the paper's CutMix+); the action is ignored."""
 
     mixer = "cutmix"
 
 
+@register_policy("mixup")
 class MixupPolicy(FixedPolicy):
     """Input Mixup; the action is ignored."""
 
     mixer = "mixup"
 
 
+@register_policy("vanilla")
 class Vanilla(FixedPolicy):
     """No mixing; the action is ignored."""
 
     mixer = "none"
 
 
-POLICIES: dict[str, Callable[..., FixedPolicy]] = {
-    "rmix": RandomTopK,
-    "constant": ConstantTopK,
-    "cutmix_plus": CutMixPlus,
-    "mixup": MixupPolicy,
-    "vanilla": Vanilla,
-}
-
-
 def list_policies() -> list[str]:
     """Names accepted by :func:`make_policy`."""
-    return sorted(POLICIES)
+    return POLICIES.names()
 
 
-def make_policy(name: str, action_space: spaces.MultiDiscrete, seed: int = 0, **kwargs: Any):
+def make_policy(name: str, action_space: spaces.Discrete, seed: int = 0, **kwargs: Any):
     """Build a fixed policy by name; ``kwargs`` reach its constructor (e.g. ``q`` for constant)."""
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy '{name}'; choose one of: {', '.join(list_policies())}")
-    return POLICIES[name](action_space, seed=seed, **kwargs)
+    return POLICIES.get(name)(action_space, seed=seed, **kwargs)
 
 
 def policy_mixer(name: str) -> str:
     """The env mixer a fixed policy needs."""
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy '{name}'; choose one of: {', '.join(list_policies())}")
-    return POLICIES[name].mixer
+    return POLICIES.get(name).mixer

@@ -8,12 +8,13 @@ learner exists, on rank 0). Every other rank calls :func:`follow`, which mirrors
 * ``reset``: rank 0 broadcasts the op (and seed); every rank resets; the shards' observations
   are gathered to rank 0 and interleaved into global-batch order.
 * ``step``: rank 0 broadcasts the op and scatters the global action, so rank r receives the
-  actions of its images (global positions r, r + W, ...); every rank steps; the reward and
-  ``mean_q`` are averaged over ranks; the next observations are gathered.
+  actions of its images (global positions r, r + W, ...); every rank steps; the next
+  observations and the per-image rewards are gathered into global-batch order (the reward is
+  their mean); ``mean_q`` is averaged over ranks.
 * ``close``: rank 0 broadcasts a stop with its exit status, which :func:`follow` returns.
 
-Shard observations travel as one float32 tensor per rank and step: saliency (b, g*g) and logits
-(b, N) side by side.
+Shard observations travel as one float64 tensor per rank and step: saliency (b, g*g), logits
+(b, N) and the per-image reward (b, 1) side by side.
 """
 
 from __future__ import annotations
@@ -23,18 +24,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
 
-from envs.mixup_env import MixupEnv
+from envs.mixup_env import ActType, MixupEnv, ObsType
+from envs.spaces import batch_spaces, check_action
 from rlmix import distributed
 from rlmix.errors import RlmixError
 
 RESET, STEP, STOP = 1, 2, 3
 
 
-def _pack(obs: dict[str, np.ndarray]) -> torch.Tensor:
-    sal = torch.from_numpy(obs["saliency"])
-    return torch.cat([sal.reshape(sal.shape[0], -1), torch.from_numpy(obs["logits"])], dim=1)
+def _pack(obs: ObsType, reward: np.ndarray | None = None) -> torch.Tensor:
+    sal = torch.from_numpy(obs["saliency"]).double()
+    b = sal.shape[0]
+    r = torch.zeros(b, 1, dtype=torch.float64) if reward is None else torch.from_numpy(reward)
+    parts = [sal.reshape(b, -1), torch.from_numpy(obs["logits"]).double(), r.reshape(b, 1)]
+    return torch.cat(parts, dim=1)
 
 
 def _exchange_step(env: MixupEnv, action: np.ndarray | None) -> tuple:
@@ -43,12 +47,13 @@ def _exchange_step(env: MixupEnv, action: np.ndarray | None) -> tuple:
     local = distributed.scatter_interleaved(
         None if action is None else torch.as_tensor(action), (b,), torch.int64
     )
-    obs, reward, terminated, truncated, info = env.step(local.cpu().numpy())
-    stats = distributed.all_reduce_mean(torch.tensor([reward, info["mean_q"]], dtype=torch.float64))
-    return obs, float(stats[0]), float(stats[1]), terminated, truncated, info
+    obs, _, terminated, truncated, info = env.step(local.cpu().numpy())
+    mean_q = distributed.all_reduce_mean(torch.tensor([info["mean_q"]], dtype=torch.float64))
+    packed = distributed.gather_interleaved(_pack(obs, info["reward_per_image"]))
+    return packed, float(mean_q[0]), terminated, truncated, info
 
 
-class DistributedMixupEnv(gym.Env):
+class DistributedMixupEnv(gym.Env[ObsType, ActType]):
     """Rank 0's view of a :class:`MixupEnv` trained on every rank of a torchrun job.
 
     Spaces are those of the global batch (``trainer.batch_size`` images), so a policy or an
@@ -68,15 +73,15 @@ class DistributedMixupEnv(gym.Env):
         if not d.is_main:
             raise RuntimeError("DistributedMixupEnv lives on rank 0; other ranks call follow()")
         self.env, self.world_size = env, d.world_size
-        b, n, g = env.cfg.trainer.batch_size, env.trainer.info.num_classes, env.cfg.env.obs_grid
-        clip = float(env.cfg.env.logit_clip)
-        self.observation_space = spaces.Dict(
-            {
-                "saliency": spaces.Box(0.0, 1.0, (b, g, g), np.float32),
-                "logits": spaces.Box(-clip, clip, (b, n), np.float32),
-            }
+        cfg = env.cfg
+        self.observation_space, self.action_space = batch_spaces(
+            cfg.trainer.batch_size,
+            env.trainer.info.num_classes,
+            cfg.env.obs_grid,
+            cfg.mix.k,
+            cfg.env.logit_clip,
         )
-        self.action_space = spaces.MultiDiscrete(np.full(b, env.cfg.mix.k, dtype=np.int64))
+        self.reward_fn = env.reward_fn
         self._open = True
 
     @property
@@ -93,34 +98,37 @@ class DistributedMixupEnv(gym.Env):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.env.load_state_dict(state)
 
-    def _gather(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        packed = distributed.gather_interleaved(_pack(obs)).cpu().numpy()
+    def _unpack(self, packed: torch.Tensor) -> tuple[ObsType, np.ndarray]:
+        packed = packed.cpu().numpy()
         g = self.env.cfg.env.obs_grid
-        return {
-            "saliency": np.ascontiguousarray(packed[:, : g * g].reshape(-1, g, g)),
-            "logits": np.ascontiguousarray(packed[:, g * g :]),
+        obs = {
+            "saliency": packed[:, : g * g].reshape(-1, g, g).astype(np.float32),
+            "logits": packed[:, g * g : -1].astype(np.float32),
         }
+        return obs, np.ascontiguousarray(packed[:, -1])
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    ) -> tuple[ObsType, dict[str, Any]]:
         super().reset(seed=seed)
         distributed.broadcast_ints([RESET, -1 if seed is None else int(seed)], 2)
         obs, info = self.env.reset(seed=seed)
-        return self._gather(obs), info
+        return self._unpack(distributed.gather_interleaved(_pack(obs)))[0], info
 
-    def step(
-        self, action: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action)
-        if action.shape != self.action_space.shape:
-            raise ValueError(
-                f"action must have shape {self.action_space.shape}, got {action.shape}"
-            )
+    def step(self, action: ActType) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
+        action = check_action(action, self.action_space)
         distributed.broadcast_ints([STEP, 0], 2)
-        obs, reward, mean_q, terminated, truncated, info = _exchange_step(self.env, action)
-        info.update({"mean_q": mean_q, f"reward/{self.env.reward_fn.name}": reward})
-        return self._gather(obs), reward, terminated, truncated, info
+        packed, mean_q, terminated, truncated, info = _exchange_step(self.env, action)
+        obs, per_image = self._unpack(packed)
+        reward = float(per_image.mean())
+        info.update(
+            {
+                "mean_q": mean_q,
+                f"reward/{self.reward_fn.name}": reward,
+                "reward_per_image": per_image,
+            }
+        )
+        return obs, reward, terminated, truncated, info
 
     def close(self, code: int = 0) -> None:
         """Release the followers; they return ``code`` from :func:`follow`."""
@@ -146,14 +154,13 @@ def follow(env: MixupEnv) -> int:
         try:
             if op == RESET:
                 obs, _ = env.reset(seed=None if arg < 0 else arg)
+                distributed.gather_interleaved(_pack(obs))
             elif op == STEP:
-                obs = _exchange_step(env, None)[0]
+                _exchange_step(env, None)
             else:
                 raise RuntimeError(f"unknown op {op} from rank 0")
         except RlmixError:
             failed = True
-            continue
-        distributed.gather_interleaved(_pack(obs))
 
 
 __all__ = ["DistributedMixupEnv", "follow"]

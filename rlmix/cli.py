@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -86,42 +85,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise ConfigError(f"{self.prog}: {message}")
-
-
-class Interrupted(RlmixError):
-    """SIGINT or SIGTERM arrived; the run stops at the next consistent point."""
-
-    exit_code = 130
-
-
-class StopFlag:
-    """Turn SIGINT/SIGTERM into a flag that the training loop polls between steps."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __enter__(self) -> StopFlag:
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signum is not None:  # second signal: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def check(self) -> None:
-        if self.signum is not None:
-            code = 130 if self.signum == signal.SIGINT else 128 + self.signum
-            err = Interrupted(
-                f"stopped by {signal.Signals(self.signum).name}; the last epoch's checkpoint is "
-                "kept (continue with --resume)"
-            )
-            err.exit_code = code
-            raise err
 
 
 def one_line(message: str) -> str:

@@ -19,6 +19,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,20 @@ import yaml
 
 from rlmix.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "default"
 MAX_SEED = 2**32 - 1  # numpy's (and so Stable-Baselines3's) seed range
 
 
 @dataclass
 class DataConfig:
-    name: str = "shapes"  # dataset: shapes (embedded), cifar10, cifar100, imagefolder
+    name: str = "shapes"  # dataset: see rlmix.data.list_datasets()
     root: str = "data"  # where datasets live (and where `shapes` is cached)
-    download: bool = False  # let torchvision download CIFAR (needs network)
+    download: bool = False  # let torchvision download CIFAR or (Fashion-)MNIST (needs network)
     augment: bool = True  # random crop with padding + horizontal flip on training batches
     eval_batch_size: int = 500  # batch size of the test loader
+    val_size: int = 0  # held-out images carved from the training split (val_loss_drop reward)
+    train_per_class: int = 0  # class-balanced training subset: images per class (0: all)
+    split_seed: int = 0  # seed of the held-out split and the subset (not the run seed)
     options: dict[str, Any] = field(default_factory=dict)  # dataset-specific options
 
 
@@ -62,6 +65,7 @@ class TrainerConfig:
     amp: bool = False  # bfloat16 autocast on CUDA (ignored on CPU)
     device: str = "auto"  # auto, cpu, cuda or cuda:N (under torchrun: cuda = cuda:LOCAL_RANK)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
+    checkpoint_every: int = 1  # write checkpoint.pt every N epochs (and after the last)
 
 
 @dataclass
@@ -76,6 +80,7 @@ class MixConfig:
 @dataclass
 class EnvConfig:
     reward: str = "grad_cosine"  # reward name (envs.rewards.list_rewards) or module:function
+    log_rewards: list[str] = field(default_factory=list)  # more rewards to compute and log only
     obs_grid: int = 8  # side of the pooled saliency map in the observation
     logit_clip: float = 20.0  # observation logits are clipped to [-logit_clip, logit_clip]
     observe: str = "auto"  # compute saliency for every batch: auto (when used) or always
@@ -86,26 +91,36 @@ class EnvConfig:
 
 @dataclass
 class AgentConfig:
-    learning_rate: float = 3e-4  # PPO Adam learning rate
-    n_steps: int = 100  # environment steps per rollout
-    batch_size: int = 50  # PPO minibatch size (in steps)
+    learning_rate: float = 1e-3  # PPO Adam learning rate
+    n_steps: int = (
+        10  # env steps (batches) per rollout, at most; a rollout also ends at an epoch end
+    )
+    batch_size: int = 250  # PPO minibatch size, in decisions (one per image)
     n_epochs: int = 4  # PPO epochs per rollout
-    gamma: float = 0.99  # discount
-    gae_lambda: float = 0.95  # GAE lambda
-    clip_range: float = 0.2  # PPO ratio clip
+    gamma: float = 0.0  # discount: 0, each image's reward answers its own action
+    gae_lambda: float = 0.95  # GAE lambda (no effect at gamma 0)
+    clip_range: float = 0.2  # PPO ratio clip (per image)
     ent_coef: float = 0.0  # entropy bonus
     vf_coef: float = 0.5  # value loss weight
     max_grad_norm: float = 0.5  # gradient clipping
     target_kl: float | None = None  # stop PPO epochs early above this KL
     embed_dim: int = 64  # per-image embedding width of the policy
-    hidden: int = 64  # hidden width of the policy heads
+    hidden: int = 64  # hidden width of the actor and critic heads
+
+
+@dataclass
+class FrozenAgentConfig:
+    path: str = ""  # agent.zip applied by `rlmix.train --policy agent` (no learning)
+    deterministic: bool = False  # most likely top-k instead of a sampled one
 
 
 @dataclass
 class Config:
     seed: int = 0  # seeds data order, augmentation, mixing and initialisation
     out: str = "runs/default"  # run directory: config, checkpoints, logs, metrics, plots
-    policy: str = "rmix"  # fixed policy for rlmix.train (see baselines.list_policies)
+    policy: str = (
+        "rmix"  # fixed policy for rlmix.train: rmix, constant, cutmix_plus, mixup, vanilla, agent
+    )
     constant_topk: float = 0.5  # the q used by the `constant` policy
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -113,6 +128,7 @@ class Config:
     mix: MixConfig = field(default_factory=MixConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    frozen_agent: FrozenAgentConfig = field(default_factory=FrozenAgentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,9 +164,13 @@ def _check_ranges(cfg: Config) -> None:
         ("env.logit_clip", e.logit_clip > 0, "must be > 0"),
         ("env.eval_every", e.eval_every >= 1, "must be >= 1"),
         ("data.eval_batch_size", cfg.data.eval_batch_size >= 1, "must be >= 1"),
+        ("data.val_size", cfg.data.val_size >= 0, "must be >= 0"),
+        ("data.train_per_class", cfg.data.train_per_class >= 0, "must be >= 0"),
+        ("data.split_seed", 0 <= cfg.data.split_seed <= MAX_SEED, f"must be in [0, {MAX_SEED}]"),
+        ("trainer.checkpoint_every", t.checkpoint_every >= 1, "must be >= 1"),
         ("agent.learning_rate", a.learning_rate > 0, "must be > 0"),
-        ("agent.n_steps", a.n_steps >= 2, "must be >= 2"),
-        ("agent.batch_size", 2 <= a.batch_size <= a.n_steps, "must be in [2, agent.n_steps]"),
+        ("agent.n_steps", a.n_steps >= 1, "must be >= 1"),
+        ("agent.batch_size", a.batch_size >= 2, "must be >= 2"),
         ("agent.n_epochs", a.n_epochs >= 1, "must be >= 1"),
         ("agent.gamma", 0 <= a.gamma <= 1, "must be in [0, 1]"),
         ("agent.gae_lambda", 0 <= a.gae_lambda <= 1, "must be in [0, 1]"),
@@ -241,11 +261,25 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def resolve_config_path(name_or_path: str | Path) -> Path:
-    """A config path, or the name of a file in ``configs/`` (``default``, ``cifar100_preactresnet18_rmix``)."""
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped with rlmix (``default`` and the paper recipes)."""
+    folder = resources.files("rlmix") / "configs"
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path):
+    """A config path, or the name of a config shipped in ``rlmix/configs`` (``default``,
+    ``cifar100_preactresnet18_rmix``; read through ``importlib.resources``, so installed
+    wheels find them too)."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        packaged = resources.files("rlmix") / "configs" / f"{name_or_path}.yaml"
+        if packaged.is_file():
+            return packaged
+        raise ConfigError(
+            f"config file '{name_or_path}' not found (and no shipped config of that name: "
+            f"{', '.join(packaged_configs())})"
+        )
     if path.is_dir():
         raise ConfigError(f"config '{name_or_path}' is a directory, not a YAML file")
     if not path.is_file():
@@ -319,12 +353,13 @@ def load_config(
     """Build a validated :class:`Config`.
 
     Args:
-        config: a YAML path, a name in ``configs/``, a dict, or None for the embedded default.
+        config: a YAML path, a shipped config's name, a dict, or None for the embedded default
+            (``default``).
         overrides: ``["trainer.lr_max=0.2", ...]`` or ``{"trainer.lr_max": 0.2, "reward": ...}``;
             keys are dotted paths, or leaf names that occur in one section only.
     """
     if config is None:
-        data = read_yaml(DEFAULT_CONFIG) if (CONFIG_DIR / "default.yaml").is_file() else {}
+        data = read_yaml(DEFAULT_CONFIG)
     elif isinstance(config, dict):
         data = dict(config)
     else:

@@ -11,7 +11,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LOSSES", "bce", "get_loss", "soft_ce"]
+from rlmix.registry import Registry
+
+__all__ = ["LOSSES", "bce", "get_loss", "list_losses", "soft_ce"]
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LOSSES: Registry[Loss] = Registry("loss")
 
 
 def _check(logits: torch.Tensor, target: torch.Tensor) -> torch.dtype:
@@ -23,6 +28,7 @@ def _check(logits: torch.Tensor, target: torch.Tensor) -> torch.dtype:
     return torch.promote_types(logits.dtype, torch.float32)
 
 
+@LOSSES.register()
 def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Soft-target cross-entropy: batch mean of ``-sum_n target_n * log_softmax(logits)_n``.
 
@@ -37,6 +43,7 @@ def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target.to(dtype) * log_p).sum(dim=1).mean()
 
 
+@LOSSES.register()
 def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Multi-label binary cross-entropy with logits on soft targets.
 
@@ -55,14 +62,11 @@ def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return per_class.sum(dim=1).mean()
 
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "soft_ce": soft_ce,
-    "bce": bce,
-}
+def get_loss(name: str) -> Loss:
+    """The loss registered under ``name``."""
+    return LOSSES.get(name)
 
 
-def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The loss registered under ``name`` (see :data:`LOSSES`)."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name]
+def list_losses() -> list[str]:
+    """Registered loss names."""
+    return LOSSES.names()

@@ -9,27 +9,36 @@ least float32 and returned in y's dtype.
 Value checks (label row sums, q range, that perm is a permutation) run for CPU tensors only, so a
 GPU training step never waits on the host; shapes, dtypes and ``lam`` are always checked.
 
-``RMix``, ``CutMix`` and ``Mixup`` wrap the operators as drop-in callables with their own seeded
-generator, similar to ``timm.data.Mixup``.
+``RMix``, ``CutMix``, ``Mixup`` and ``NoMix`` wrap the operators as objects that draw their random
+parameters (:meth:`Mixer.sample`) apart from applying them (:meth:`Mixer.apply`), and as drop-in
+callables with their own seeded generator, similar to ``timm.data.Mixup``. The training engine
+uses the same objects, so the library and the environment share one sampling code path.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import nn
 
+from rlmix.registry import Registry
 from rlmix.saliency import input_saliency, pool_saliency
 
 __all__ = [
     "CutMix",
+    "MixParams",
+    "Mixer",
     "Mixup",
+    "NoMix",
     "RMix",
+    "create_mixer",
     "cutmix",
     "cutmix_box",
+    "list_mixers",
     "mixup",
     "one_hot",
     "rmix",
@@ -412,6 +421,7 @@ def cutmix(
     perm: torch.Tensor,
     *,
     generator: torch.Generator | None = None,
+    box: tuple[int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CutMix: paste one box (:func:`cutmix_box`, shared by the batch) of ``x[perm]`` into x.
 
@@ -421,6 +431,7 @@ def cutmix(
     Args:
         x: images (B, C, H, W); y: soft labels (B, N); lam: in [0, 1]; perm: (B,) long;
         generator: draws the box centre (the default generator when None).
+        box: a box ``(top, bottom, left, right)`` drawn beforehand (then nothing is drawn).
 
     Returns:
         ``(x_mix, y_mix)`` with x's and y's shapes and dtypes.
@@ -429,7 +440,7 @@ def cutmix(
     _check_labels(y, b)
     lam = _check_lam(lam)
     _check_perm(perm, b)
-    top, bottom, left, right = cutmix_box(h, w, lam, generator)
+    top, bottom, left, right = cutmix_box(h, w, lam, generator) if box is None else box
     x_mix = x.clone()
     x_mix[:, :, top:bottom, left:right] = _rows(x[:, :, top:bottom, left:right], perm)
     kept = 1.0 - (bottom - top) * (right - left) / (h * w)
@@ -460,11 +471,47 @@ def mixup(
     return x_mix, _mix_labels(y, perm, ones * lam, ones * (1.0 - lam))
 
 
-# -- drop-in callables ----------------------------------------------------------------------------
+# -- mixer objects --------------------------------------------------------------------------------
 
 
-class _Mixer:
-    """Shared set-up: label conversion and an own generator (timm ``Mixup``-style callables)."""
+@dataclass(frozen=True)
+class MixParams:
+    """The random parameters of one mixed batch, drawn by :meth:`Mixer.sample`.
+
+    Attributes:
+        lam: mixing coefficient ~ Beta(alpha, alpha) (1.0 for :class:`NoMix`).
+        perm: partner indices (B,) long.
+        grid: R-Mix grid side (0 for the other mixers).
+        box: CutMix box ``(top, bottom, left, right)`` (None for the other mixers).
+    """
+
+    lam: float
+    perm: torch.Tensor
+    grid: int = 0
+    box: tuple[int, int, int, int] | None = None
+
+
+MIXERS: Registry[type[Mixer]] = Registry("mixer")
+
+
+class Mixer:
+    """Base of the mixer objects: parameters drawn apart from applying them (torchvision v2
+    style), and a drop-in ``__call__`` that does both with the mixer's own generator, similar to
+    ``timm.data.Mixup``.
+
+    :meth:`sample` draws lam, then perm, then what the mixer adds (grid or box), from the
+    generator passed (the training engine passes its per-epoch stream) or the mixer's own.
+    :meth:`apply` mixes soft labels (B, N) deterministically from those parameters.
+
+    Args:
+        num_classes: N, needed when ``__call__`` gets integer class labels.
+        alpha: Beta concentration [1.0 CIFAR, 0.2 ImageNet].
+        smoothing: label smoothing applied to integer labels.
+        generator, seed: the own random stream; by default a new generator seeded from ``seed``
+            (or from the global torch RNG when None).
+    """
+
+    needs_saliency = False
 
     def __init__(
         self,
@@ -475,8 +522,8 @@ class _Mixer:
         generator: torch.Generator | None = None,
         seed: int | None = None,
     ) -> None:
-        if alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {alpha}")
+        if not (alpha > 0 and math.isfinite(alpha)):
+            raise ValueError(f"alpha must be a positive finite number, got {alpha}")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
         if generator is not None and seed is not None:
@@ -490,7 +537,7 @@ class _Mixer:
         self.smoothing = smoothing
         self.generator = generator
 
-    def _soft_labels(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def soft_labels(self, y: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(B, N) soft labels from long labels (one-hot, smoothed) or soft labels as given."""
         if y.is_floating_point():
             return y
@@ -498,30 +545,75 @@ class _Mixer:
             raise ValueError("num_classes must be set to mix integer class labels")
         return one_hot(y, self.num_classes, dtype=dtype, smoothing=self.smoothing)
 
-    def _draw(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor]:
-        """Soft labels, then lam and perm from the own generator (in that order)."""
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MixParams:
+        """Draw the parameters for the batch ``x`` (B, C, H, W)."""
         b = _check_images(x)[0]
-        soft = self._soft_labels(y, x.dtype)
-        lam = sample_lam(self.alpha, self.generator)
-        return soft, lam, sample_perm(b, self.generator, device=x.device)
+        g = self.generator if generator is None else generator
+        lam = sample_lam(self.alpha, g)
+        return MixParams(lam, sample_perm(b, g, device=x.device))
+
+    def apply(
+        self, x: torch.Tensor, y: torch.Tensor, params: MixParams, **inputs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix images (B, C, H, W) and soft labels (B, N) with ``params``."""
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix images (B, C, H, W) with labels (B,) long or (B, N) soft."""
+        return self.apply(x, self.soft_labels(y, x.dtype), self.sample(x))
 
 
-class RMix(_Mixer):
-    """R-Mix as a callable ``(model, x, y) -> (x_mix, y_mix)``.
+@MIXERS.register("none")
+class NoMix(Mixer):
+    """No mixing (vanilla training); ``sample`` draws nothing."""
 
-    Per call: input saliency of the clean batch, one grid from ``grids``, one lam ~ Beta(alpha,
-    alpha), one permutation and a q per image uniform over ``topk_space(k)``.
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MixParams:
+        b = _check_images(x)[0]
+        return MixParams(1.0, torch.arange(b, device=x.device))
+
+    def apply(self, x, y, params, **inputs):
+        return x, y
+
+
+@MIXERS.register("mixup")
+class Mixup(Mixer):
+    """Input Mixup (:func:`mixup`) as an object; ``__call__(x, y)`` is the drop-in form."""
+
+    def apply(self, x, y, params, **inputs):
+        return mixup(x, y, params.lam, params.perm)
+
+
+@MIXERS.register("cutmix")
+class CutMix(Mixer):
+    """CutMix (:func:`cutmix`); ``sample`` also draws the box."""
+
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MixParams:
+        params = super().sample(x, generator)
+        h, w = x.shape[-2:]
+        box = cutmix_box(h, w, params.lam, self.generator if generator is None else generator)
+        return replace(params, box=box)
+
+    def apply(self, x, y, params, **inputs):
+        return cutmix(x, y, params.lam, params.perm, box=params.box)
+
+
+@MIXERS.register("rmix")
+class RMix(Mixer):
+    """R-Mix (:func:`rmix`): ``sample`` also draws the grid; ``apply`` takes the clean batch's
+    ``saliency`` (B, H, W) and the per-image top-k ``q`` (B,).
+
+    The drop-in call is ``rmix(model, x, y)``: input saliency of the clean batch, one grid from
+    ``grids``, one lam ~ Beta(alpha, alpha), one permutation and a q per image uniform over
+    ``topk_space(k)`` (R-Mix's random top-k).
 
     Args:
-        num_classes: N, needed when y holds class indices.
-        alpha: Beta concentration [1.0 CIFAR, 0.2 ImageNet].
+        num_classes, alpha, smoothing, generator, seed: as :class:`Mixer`.
         k: size of the top-k space.
         grids: mixing grid sizes to draw from; each must divide the image side.
-        smoothing: label smoothing applied to integer labels.
         saliency_mode: model mode for the saliency pass, "train" or "eval".
-        generator, seed: the random stream; by default a new generator seeded from ``seed`` (or
-            from the global torch RNG when None).
     """
+
+    needs_saliency = True
 
     def __init__(
         self,
@@ -545,34 +637,35 @@ class RMix(_Mixer):
         self.grids = _check_grids(grids)
         self.saliency_mode = saliency_mode
 
-    def __call__(
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MixParams:
+        params = super().sample(x, generator)
+        grid = sample_grid(self.grids, self.generator if generator is None else generator)
+        return replace(params, grid=grid)
+
+    def apply(self, x, y, params, *, saliency: torch.Tensor, q: torch.Tensor, **inputs):
+        pooled = pool_saliency(saliency, params.grid)
+        return rmix(x, y, pooled, q.to(x.device), params.lam, params.perm)
+
+    def __call__(  # type: ignore[override]
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix images (B, C, H, W) with labels (B,) long or (B, N) soft."""
-        soft, lam, perm = self._draw(x, y)
+        soft = self.soft_labels(y, x.dtype)
+        params = self.sample(x)
         saliency, _ = input_saliency(model, x, y, mode=self.saliency_mode)
-        pooled = pool_saliency(saliency, sample_grid(self.grids, self.generator))
-        q = sample_q(x.shape[0], self.k, self.generator).to(x.device)
-        return rmix(x, soft, pooled, q, lam, perm)
+        q = sample_q(x.shape[0], self.k, self.generator)
+        return self.apply(x, soft, params, saliency=saliency, q=q)
 
 
-class CutMix(_Mixer):
-    """CutMix as a callable ``(x, y) -> (x_mix, y_mix)``; y is (B,) long or (B, N) soft.
-
-    Args: as :class:`RMix` (``num_classes``, ``alpha``, ``smoothing``, ``generator``, ``seed``).
-    """
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        soft, lam, perm = self._draw(x, y)
-        return cutmix(x, soft, lam, perm, generator=self.generator)
+def create_mixer(name: str, **kwargs) -> Mixer:
+    """A mixer by name (``rmix``, ``cutmix``, ``mixup``, ``none``); kwargs reach its constructor
+    (``k`` and ``grids`` only where the mixer takes them)."""
+    cls = MIXERS.get(name)
+    if cls is not RMix:
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("k", "grids", "saliency_mode")}
+    return cls(**kwargs)
 
 
-class Mixup(_Mixer):
-    """Input Mixup as a callable ``(x, y) -> (x_mix, y_mix)``; y is (B,) long or (B, N) soft.
-
-    Args: as :class:`RMix` (``num_classes``, ``alpha``, ``smoothing``, ``generator``, ``seed``).
-    """
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        soft, lam, perm = self._draw(x, y)
-        return mixup(x, soft, lam, perm)
+def list_mixers() -> list[str]:
+    """Names accepted by :func:`create_mixer`."""
+    return MIXERS.names()

@@ -27,14 +27,16 @@ def plot_curves(
     path: str | Path,
     metric: str = "top1",
     title: str = "Test accuracy per epoch",
+    ylabel: str | None = None,
 ) -> Path:
-    """Plot ``metric`` per epoch for each label: the mean over seeds, with a min-max band.
+    """Plot ``metric`` per epoch for each label: the mean over seeds with a ± std band.
 
     Args:
         runs: label -> one history per seed; a history is a list of per-epoch rows
             (``{"epoch": 1.0, "top1": 0.42, ...}``).
         path: the PNG to write.
         metric: the row key to plot; fractions are shown in percent.
+        ylabel: the y axis label (default ``test <metric> (%)``).
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, histories in runs.items():
@@ -45,11 +47,13 @@ def plot_curves(
         n = min(len(h) for h in rows)
         epochs = np.array([r["epoch"] for r in rows[0][:n]])
         values = 100 * np.array([[r[metric] for r in h[:n]] for h in rows])
-        ax.plot(epochs, values.mean(0), marker="o", label=f"{label} (n={len(rows)})")
+        mean = values.mean(0)
+        ax.plot(epochs, mean, marker="o", markersize=3, label=f"{label} (n={len(rows)})")
         if len(rows) > 1:
-            ax.fill_between(epochs, values.min(0), values.max(0), alpha=0.2)
+            std = values.std(0, ddof=1)
+            ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"test {metric} (%)")
+    ax.set_ylabel(ylabel or f"test {metric} (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -1,4 +1,15 @@
-"""Run outputs: TensorBoard scalars, the per-epoch history and ``metrics.json``.
+"""Run outputs: one TensorBoard writer, the per-epoch history, ``metrics.json`` and timings.
+
+Every scalar goes through :meth:`RunLog.scalar` against one step axis, the global env step (one
+classifier batch), under one of these tag groups:
+
+- ``step/...``: per batch (``train_loss``, ``lr``, ``reward``, ``mean_q``);
+- ``epoch/...``: per epoch (``train_loss``, ``reward``, ``reward_<name>`` for every computed
+  reward, ``mean_q``, ``time_s``);
+- ``policy/...``: per epoch, how the policy acts (entropy, KL from uniform, q; histogram ``q``);
+- ``test/...``: the test evaluation (``top1``, ``ece``, ``fgsm_error``...);
+- ``train/...``, ``time/...``: Stable-Baselines3's PPO logger (``approx_kl``, ``clip_fraction``,
+  ``entropy_loss``...), written through :class:`SB3Writer`.
 
 ``metrics.json`` holds only quantities that are deterministic for a fixed seed on CPU (so a
 resumed run's file equals an uninterrupted run's); wall times go to ``timings.json``.
@@ -6,38 +17,16 @@ resumed run's file equals an uninterrupted run's); wall times go to ``timings.js
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.logger import KVWriter, Logger
 
 from rlmix.checkpoints import atomic_write_json
 
-
-class EpochStats:
-    """Accumulates the per-step ``info`` of one epoch."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-        self.rewards: list[float] = []
-        self.q: list[float] = []
-        self.actions: list[np.ndarray] = []
-        self.start = time.perf_counter()
-
-    def add(self, info: dict[str, Any], reward: float, action: np.ndarray | None = None) -> None:
-        self.losses.append(info["train_loss"])
-        self.rewards.append(reward)
-        self.q.append(info["mean_q"])
-        if action is not None:
-            self.actions.append(np.asarray(action).ravel())
-
-    def summary(self) -> dict[str, float]:
-        return {
-            "train_loss": float(np.mean(self.losses)),
-            "reward": float(np.mean(self.rewards)),
-            "mean_q": float(np.mean(self.q)),
-        }
+TEST_PREFIX = "test/"
 
 
 class RunLog:
@@ -45,12 +34,16 @@ class RunLog:
 
     Args:
         out: the run directory.
+        step: returns the current global env step (the x axis of every scalar).
         tensorboard: write TensorBoard event files under ``out/tb``.
     """
 
-    def __init__(self, out: str | Path, *, tensorboard: bool = True) -> None:
+    def __init__(
+        self, out: str | Path, step: Callable[[], int], *, tensorboard: bool = True
+    ) -> None:
         self.out = Path(out)
-        self.history: list[dict[str, float]] = []
+        self.step = step
+        self.history: list[dict[str, Any]] = []
         self.timings: list[float] = []
         self.writer = None
         if tensorboard:
@@ -58,31 +51,32 @@ class RunLog:
 
             self.writer = SummaryWriter(str(self.out / "tb"))
 
-    def scalar(self, tag: str, value: float, step: int) -> None:
+    def scalar(self, tag: str, value: float) -> None:
         if self.writer is not None:
-            self.writer.add_scalar(tag, value, step)
+            self.writer.add_scalar(tag, value, self.step())
 
-    def end_epoch(
-        self, epoch: int, stats: EpochStats, info: dict[str, Any], step: int, k: int
-    ) -> dict[str, float]:
-        """Record epoch ``epoch`` (1-based); returns its history row."""
-        row = {"epoch": float(epoch), **stats.summary()}
-        row.update({k_[5:]: float(v) for k_, v in info.items() if k_.startswith("test/")})
+    def histogram(self, tag: str, values: np.ndarray, bins: np.ndarray) -> None:
+        if self.writer is not None and values.size:
+            self.writer.add_histogram(tag, values, self.step(), bins=bins)
+
+    def end_epoch(self, row: dict[str, Any], seconds: float) -> None:
+        """Record one epoch's history row (``epoch`` 1-based, floats, lists for histograms)."""
         self.history.append(row)
-        self.timings.append(time.perf_counter() - stats.start)
+        self.timings.append(seconds)
         for key, value in row.items():
-            if key != "epoch":
-                group = "charts" if key in ("train_loss", "reward", "mean_q") else "test"
-                self.scalar(f"{group}/{key}", value, epoch)
-        self.scalar("charts/epoch_time_s", self.timings[-1], epoch)
-        if self.writer is not None and stats.actions:
-            self.writer.add_histogram(
-                "charts/topk_index",
-                np.concatenate(stats.actions),
-                epoch,
-                bins=np.arange(k + 1) - 0.5,
-            )
-        return row
+            if key == "epoch" or not isinstance(value, float):
+                continue
+            if key.startswith("policy_"):
+                self.scalar(f"policy/{key[7:]}", value)
+            elif key in ("train_loss", "mean_q") or key.startswith("reward"):
+                self.scalar(f"epoch/{key}", value)
+            else:
+                self.scalar(f"{TEST_PREFIX}{key}", value)
+        self.scalar("epoch/time_s", seconds)
+
+    def sb3_logger(self) -> Logger:
+        """An SB3 logger whose numbers land in this run's TensorBoard file."""
+        return Logger(folder=str(self.out), output_formats=[SB3Writer(self)])
 
     def write(self, extra: dict[str, Any]) -> None:
         """Write ``metrics.json`` (history + ``extra``) and ``timings.json`` atomically."""
@@ -97,3 +91,27 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class SB3Writer(KVWriter):
+    """Stable-Baselines3 ``KVWriter`` that writes numeric values through a :class:`RunLog`, at
+    the run's global env step (SB3's own step counts decisions: B per batch)."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+
+    def write(
+        self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0
+    ) -> None:
+        for key, value in key_values.items():
+            excluded = key_excluded.get(key) or ()
+            if "tensorboard" in excluded or isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float, np.integer, np.floating)):
+                self.log.scalar(key, float(value))
+
+    def close(self) -> None:
+        pass
+
+
+__all__ = ["RunLog", "SB3Writer"]

@@ -3,45 +3,45 @@
     python -m rlmix.train                        # R-Mix on the embedded default
     python -m rlmix.train --policy cutmix_plus --epochs 10 --out runs/cutmix
     python -m rlmix.train --config cifar100_preactresnet18_rmix --set data.root=/data
+    python -m rlmix.train --policy agent --set frozen_agent.path=runs/default/agent.zip
     python -m rlmix.train --out runs/x --resume  # continue an interrupted run
     torchrun --nproc_per_node=4 -m rlmix.train --config cifar100_wrn28_10_rmix   # 4 GPUs
 
-The run directory gets ``config.yaml`` (resolved), ``checkpoint.pt`` (each epoch, atomic),
-``metrics.json``, ``timings.json`` and TensorBoard logs under ``tb/``.
+The policies: ``rmix`` (R-Mix, random top-k), ``constant`` (top-k ``constant_topk``),
+``cutmix_plus``, ``mixup``, ``vanilla``, and ``agent``: a trained RL-Mix agent applied frozen.
+The run directory gets ``config.yaml`` (resolved), ``checkpoint.pt`` (atomic), ``metrics.json``,
+``timings.json``, ``accuracy.png`` and TensorBoard logs under ``tb/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from baselines import list_policies, make_policy, policy_mixer
-from envs import DistributedMixupEnv, MixupEnv, follow
-from rlmix import distributed
-from rlmix.checkpoints import check_writable, load_checkpoint, save_checkpoint
+import agents  # noqa: F401  (registers the frozen-agent policy "agent")
+from baselines import PolicyRunner, list_policies, make_policy, policy_mixer
 from rlmix.cli import (
     ArgumentParser,
-    StopFlag,
     add_config_args,
     add_run_args,
     overrides_from_args,
     run_main,
     run_training,
 )
-from rlmix.config import Config, load_config, save_config
-from rlmix.errors import ConfigError, RlmixError
-from rlmix.runlog import EpochStats, RunLog
+from rlmix.config import Config, load_config
+from rlmix.errors import ConfigError
+from rlmix.run import Run, summary
+
+LABELS = {"rmix": "R-Mix", "cutmix_plus": "CutMix+", "mixup": "Mixup", "agent": "frozen agent"}
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="python -m rlmix.train",
         description="Train a classifier with a fixed mix-up policy (R-Mix, CutMix+, Mixup, "
-        "constant top-k, vanilla) through the rlmix environment.",
+        "constant top-k, vanilla, or a frozen RL-Mix agent) through the rlmix environment.",
     )
     add_config_args(p)
     p.add_argument(
@@ -61,100 +61,34 @@ def resolve_fixed_config(cfg: Config, policy: str) -> Config:
     return dataclasses.replace(cfg, policy=policy, mix=dataclasses.replace(cfg.mix, mixer=mixer))
 
 
+def policy_options(cfg: Config) -> dict[str, Any]:
+    """The constructor options of ``cfg.policy`` from the config."""
+    if cfg.policy == "constant":
+        return {"q": cfg.constant_topk}
+    if cfg.policy == "agent":
+        return {"path": cfg.frozen_agent.path, "deterministic": cfg.frozen_agent.deterministic}
+    return {}
+
+
 def train_fixed(
     cfg: Config, *, resume: bool = False, progress: bool = True, stop_after: int | None = None
 ) -> dict[str, Any]:
     """Run ``cfg.policy`` for ``cfg.trainer.epochs`` epochs (or until epoch ``stop_after``);
     returns the metrics dict."""
     cfg = resolve_fixed_config(cfg, cfg.policy)
-    out = Path(cfg.out)
-    ckpt_path = out / "checkpoint.pt"
-    state = open_run(cfg, resume)
-    env = MixupEnv(cfg)
-    if state is not None:
-        env.load_state_dict(state["env"])
-    if not distributed.current().is_main:
-        with StopFlag():  # rank 0 decides when to stop
-            return {"exit_code": follow(env)}
-    if distributed.current().enabled:
-        env = DistributedMixupEnv(env)
-    policy_kwargs = {"q": cfg.constant_topk} if cfg.policy == "constant" else {}
-    policy = make_policy(cfg.policy, env.action_space, seed=cfg.seed, **policy_kwargs)
-    log = RunLog(out)
-    if state is not None:
-        policy.load_state_dict(state["policy"])
-        log.history, log.timings = list(state["history"]), list(state["timings"])
-    save_config(cfg, out / "config.yaml")
-    t = env.trainer
-    extra = {"policy": cfg.policy, "reward": cfg.env.reward, "seed": cfg.seed}
-    code = 1
-    try:
-        with StopFlag() as stop:
-            while t.epoch < min(cfg.trainer.epochs, stop_after or cfg.trainer.epochs):
-                epoch = t.epoch + 1
-                obs, _ = env.reset()
-                stats = EpochStats()
-                bar = tqdm(
-                    total=t.steps_per_epoch,
-                    desc=f"epoch {epoch}/{cfg.trainer.epochs}",
-                    disable=not progress,
-                    leave=False,
-                )
-                truncated = False
-                while not truncated:
-                    stop.check()
-                    action, _ = policy.predict(obs)
-                    obs, reward, _, truncated, info = env.step(action)
-                    stats.add(info, reward, action if cfg.mix.mixer == "rmix" else None)
-                    log.scalar("charts/lr", info["lr"], t.global_step)
-                    bar.update()
-                    bar.set_postfix(loss=f"{info['train_loss']:.3f}")
-                bar.close()
-                row = log.end_epoch(epoch, stats, info, t.global_step, cfg.mix.k)
-                save_checkpoint(
-                    ckpt_path,
-                    {
-                        "config": cfg.to_dict(),
-                        "env": env.state_dict(),
-                        "policy": policy.state_dict(),
-                        "history": log.history,
-                        "timings": log.timings,
-                    },
-                )
-                log.write(extra)
-                if progress:
-                    tqdm.write(format_row(row))
-        code = 0
-    except RlmixError as e:
-        code = e.exit_code
-        raise
-    finally:
-        if isinstance(env, DistributedMixupEnv):
-            env.close(code)
-        log.close()
-    log.write(extra)
-    return {**extra, "final": log.history[-1] if log.history else {}, "epochs": log.history}
-
-
-def open_run(cfg: Config, resume: bool) -> dict[str, Any] | None:
-    """On rank 0: check that ``cfg.out`` is writable and, with ``resume``, read its checkpoint
-    (refused if written with another config). Every rank gets the checkpoint state or the error."""
-
-    def read() -> dict[str, Any] | None:
-        out = check_writable(cfg.out)
-        return load_checkpoint(out / "checkpoint.pt", config=cfg.to_dict()) if resume else None
-
-    return distributed.on_main(read)
-
-
-def format_row(row: dict[str, float]) -> str:
-    """One line per epoch for the console."""
-    parts = [f"epoch {int(row['epoch'])}", f"loss {row['train_loss']:.4f}"]
-    for key, label in (("top1", "top1"), ("ece", "ECE"), ("fgsm_error", "FGSM err")):
-        if key in row:
-            parts.append(f"{label} {100 * row[key]:.2f}%")
-    parts.append(f"reward {row['reward']:.4f}")
-    return " | ".join(parts)
+    run = Run(cfg, resume=resume, progress=progress)
+    if not run.is_main:
+        return run.follow()
+    policy = make_policy(cfg.policy, run.venv.action_space, seed=cfg.seed, **policy_options(cfg))
+    if run.resumed:
+        policy.load_state_dict(run.state["policy"])
+    runner = PolicyRunner(policy, run.venv, logger=run.log.sb3_logger())
+    return run.drive(
+        runner,
+        label=LABELS.get(cfg.policy, cfg.policy),
+        payload=lambda: {"policy": policy.state_dict()},
+        stop_after=stop_after,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,14 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(
         args.config, overrides_from_args(args, policy=args.policy, **{"env.reward": args.reward})
     )
+    start = time.perf_counter()
     metrics = run_training(train_fixed, cfg, args)
     if "exit_code" in metrics:  # a follower rank: rank 0 reports
         return metrics["exit_code"]
-    final = metrics["final"]
-    print(
-        f"done: {cfg.policy}, final test top-1 {100 * final.get('top1', float('nan')):.2f}%, "
-        f"results in {Path(cfg.out) / 'metrics.json'}"
-    )
+    files = {"checkpoint": f"{cfg.out}/checkpoint.pt", "plot": f"{cfg.out}/accuracy.png"}
+    print(summary(metrics, cfg.out, time.perf_counter() - start, files=files))
     return 0
 
 

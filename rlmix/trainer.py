@@ -1,13 +1,13 @@
-"""The classifier training engine shared by plain training, the environment and the agent.
+"""The classifier training engine under the environment: one batch at a time.
 
-:class:`Trainer` owns the model, optimiser, OneCycleLR schedule, loss, data loaders and mixer, and
-offers exactly the operations the environment needs: start an epoch, observe the next batch
-(saliency + logits), mix it with given per-image top-k, take one training step, evaluate.
+:class:`Trainer` owns the classifier, its optimiser and OneCycleLR schedule, the loss, the data
+loaders (:mod:`rlmix.data.pipeline`) and a mixer object of :mod:`rlmix.mixing`, and offers exactly
+the operations the environment needs: begin an epoch, observe the next batch (saliency + logits),
+mix it with given per-image top-k, take one training step, measure the held-out loss, evaluate.
 
-Randomness is derived from ``(seed, epoch)``: data order, augmentation, lam, perm, grid and the
-global torch RNG (dropout) are reseeded at every epoch start. An epoch is therefore a pure function
-of the seed, the epoch index, the actions and the state at its start, which makes resuming from an
-epoch-boundary checkpoint exact.
+Randomness: :meth:`begin_epoch` reseeds every per-epoch stream of :mod:`rlmix.seeding` from
+``(seed, epoch)``, so an epoch is a pure function of the seed, the epoch index, the actions and
+the state at its start, and resuming from an epoch-boundary checkpoint is exact on CPU.
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rlmix import distributed
 from rlmix.config import Config
-from rlmix.data import BatchLoader, DatasetInfo, load_dataset
+from rlmix.data.pipeline import build_loaders
 from rlmix.errors import ConfigError, RlmixError
 from rlmix.losses import get_loss
 from rlmix.metrics import collect, summarize
-from rlmix.mixing import cutmix, mixup, one_hot, rmix, sample_grid, sample_lam, sample_perm
+from rlmix.mixing import MixParams, create_mixer, one_hot
 from rlmix.models import create_model
-from rlmix.saliency import input_saliency, pool_saliency
+from rlmix.optim import build_optimizer
+from rlmix.saliency import input_saliency
+from rlmix.seeding import seed_global, stream_generator
 from rlmix.sync_batchnorm import convert_batchnorm
 
 
@@ -50,14 +52,6 @@ def select_device(name: str) -> torch.device:
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", d.local_rank % torch.cuda.device_count())
     return device
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from integers, stable across processes."""
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 64)
-    return h >> 1
 
 
 @dataclass
@@ -98,93 +92,60 @@ class Trainer:
         self.dist = distributed.current()
         self.device = select_device(cfg.trainer.device)
         self.amp = cfg.trainer.amp and self.device.type == "cuda"
-        d = cfg.data
-        try:
-            train, test, self.info = load_dataset(
-                d.name, root=d.root, download=d.download, seed=cfg.seed, **d.options
-            )
-        except ValueError as e:
-            raise ConfigError(f"data: {e}") from e
-        info: DatasetInfo = self.info
-        if cfg.trainer.batch_size > len(train):
-            raise ConfigError(
-                f"config key 'trainer.batch_size' ({cfg.trainer.batch_size}) is larger than the "
-                f"training set ({len(train)} images)"
-            )
-        world = self.dist.world_size
-        if cfg.trainer.batch_size % world:
-            raise ConfigError(
-                f"config key 'trainer.batch_size' ({cfg.trainer.batch_size}) is the global batch "
-                f"and must be divisible by the number of ranks ({world})"
-            )
-        side = info.image_size
+        loaders = build_loaders(
+            cfg.data,
+            batch_size=cfg.trainer.batch_size,
+            seed=cfg.seed,
+            device=self.device,
+            localization=cfg.env.eval_localization,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        self.info = loaders.info
+        self.train_loader, self.test_loader, self.val_loader = (
+            loaders.train,
+            loaders.test,
+            loaders.val,
+        )
+        side = self.info.image_size
         for key, grids in (("mix.grids", cfg.mix.grids), ("env.obs_grid", [cfg.env.obs_grid])):
             bad = [g for g in grids if side % g]
             if bad:
                 raise ConfigError(
                     f"config key '{key}': grid {bad[0]} does not divide the image side {side}"
                 )
-        torch.manual_seed(cfg.seed)
-        try:
-            self.model = create_model(
-                cfg.model.name, info.num_classes, mean=info.mean, std=info.std, **cfg.model.options
-            ).to(self.device)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"model: {e}") from e
-        self.ddp: DistributedDataParallel | None = None
-        if self.dist.enabled:
-            if cfg.trainer.sync_bn:
-                self.model = convert_batchnorm(self.model)
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
-        shard = {"rank": self.dist.rank, "world_size": world}
-        self.train_loader = BatchLoader(
-            train,
-            cfg.trainer.batch_size,
-            shuffle=True,
-            drop_last=True,
-            augment=d.augment,
-            seed=cfg.seed,
-            device=self.device,
-            **shard,
-        )
-        self.test_loader = BatchLoader(
-            test,
-            d.eval_batch_size,
-            shuffle=False,
-            drop_last=False,
-            augment=False,
-            device=self.device,
-            with_boxes=info.has_boxes and cfg.env.eval_localization,
-            **shard,
+        self.model, self.ddp = self._build_model()
+        m = cfg.mix
+        self.mixer = create_mixer(  # its own generator is unused: mix() passes the epoch's
+            m.mixer, alpha=m.alpha, k=m.k, grids=m.grids, saliency_mode=m.saliency_mode, seed=0
         )
         self.loss_fn = get_loss(cfg.trainer.loss)
-        t = cfg.trainer
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(),
-            lr=t.lr_start,
-            momentum=t.momentum,
-            nesterov=t.nesterov and t.momentum > 0,
-            weight_decay=t.weight_decay,
-        )
         self.steps_per_epoch = len(self.train_loader)
-        self.total_steps = t.epochs * self.steps_per_epoch
-        # PyTorch's final_div_factor divides the *initial* LR: lr_end = lr_start / final_div.
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer,
-            max_lr=t.lr_max,
-            total_steps=self.total_steps,
-            pct_start=t.pct_start,
-            div_factor=t.lr_max / t.lr_start,
-            final_div_factor=t.lr_start / t.lr_end,
-            cycle_momentum=False,
-        )
+        self.total_steps = cfg.trainer.epochs * self.steps_per_epoch
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg.trainer, self.total_steps)
         self.epoch = 0  # index of the epoch in progress (or next to start)
         self.step_in_epoch = 0
         self.global_step = 0
-        self.generator = torch.Generator(device="cpu")
+        self.generator = torch.Generator(device="cpu")  # the epoch's `mixing` stream
         self._batches: Any = None
         self._epoch_start: dict[str, Any] | None = None
+
+    def _build_model(self) -> tuple[torch.nn.Module, DistributedDataParallel | None]:
+        cfg, info = self.cfg, self.info
+        torch.manual_seed(cfg.seed)
+        options = {"in_chans": info.channels, **cfg.model.options}
+        try:
+            model = create_model(
+                cfg.model.name, info.num_classes, mean=info.mean, std=info.std, **options
+            ).to(self.device)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"model: {e}") from e
+        if not self.dist.enabled:
+            return model, None
+        if cfg.trainer.sync_bn:
+            model = convert_batchnorm(model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return model, DistributedDataParallel(model, device_ids=ids)
 
     # -- epochs -------------------------------------------------------------------------------
 
@@ -193,8 +154,8 @@ class Trainer:
         seed = self.cfg.seed if seed is None else seed
         self._epoch_start = self._snapshot()
         self.step_in_epoch = 0
-        self.generator.manual_seed(derive_seed(seed, self.epoch, 1))
-        torch.manual_seed(derive_seed(seed, self.epoch, 2))
+        self.generator = stream_generator(seed, "mixing", self.epoch)
+        seed_global(seed, self.epoch)
         self.train_loader.seed = seed
         self.train_loader.set_epoch(self.epoch)
         self._batches = iter(self.train_loader)
@@ -219,6 +180,16 @@ class Trainer:
     def epoch_done(self) -> bool:
         return self.step_in_epoch >= self.steps_per_epoch
 
+    @property
+    def steps_left_in_epoch(self) -> int:
+        """Steps until the current (or next) epoch ends."""
+        return self.steps_per_epoch - (self.step_in_epoch if self.epoch_started else 0)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the run's optimiser steps taken, in [0, 1]."""
+        return min(1.0, self.global_step / self.total_steps)
+
     # -- steps --------------------------------------------------------------------------------
 
     def observe(self, *, saliency: bool) -> Batch:
@@ -234,33 +205,31 @@ class Trainer:
             batch.saliency, batch.logits = sal.float(), logits.float()
             for name, t in (("saliency", batch.saliency), ("logits", batch.logits)):
                 if not distributed.all_true(bool(torch.isfinite(t).all())):
+                    self.check_weights()
                     raise RlmixError(self._where(f"the observation's {name} is not finite"))
         return batch
 
+    def check_weights(self) -> None:
+        """Raise :class:`RlmixError` naming the last step if any weight is NaN or inf."""
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if not distributed.all_true(finite):
+            if self.step_in_epoch == 0 and self.epoch > 0:
+                when = f"after epoch {self.epoch}, step {self.steps_per_epoch}"
+            else:
+                when = f"at epoch {self.epoch + 1}, step {self.step_in_epoch}"
+            raise RlmixError(f"the classifier's weights are not finite {when}; stopping")
+
     def mix(
         self, batch: Batch, q: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-        """Mix ``batch`` with the configured mixer; ``q`` (B,) is the per-image top-k for R-Mix.
-
-        Returns ``(x_mix, y_mix, lam, grid)``; lam is 1.0 and grid 0 where they do not apply.
+    ) -> tuple[torch.Tensor, torch.Tensor, MixParams]:
+        """Mix ``batch`` with the configured mixer, its parameters drawn from the epoch's stream;
+        ``q`` (B,) is the per-image top-k (used by R-Mix only). Returns ``(x_mix, y_mix, params)``.
         """
-        m = self.cfg.mix
-        if m.mixer == "none":
-            return batch.x, batch.y, 1.0, 0
-        lam = sample_lam(m.alpha, self.generator)
-        perm = sample_perm(batch.x.shape[0], self.generator, device=self.device)
-        if m.mixer == "mixup":
-            x_mix, y_mix = mixup(batch.x, batch.y, lam, perm)
-            return x_mix, y_mix, lam, 0
-        if m.mixer == "cutmix":
-            x_mix, y_mix = cutmix(batch.x, batch.y, lam, perm, generator=self.generator)
-            return x_mix, y_mix, lam, 0
-        if batch.saliency is None or q is None:
+        params = self.mixer.sample(batch.x, self.generator)
+        if self.mixer.needs_saliency and (batch.saliency is None or q is None):
             raise RlmixError("R-Mix needs the batch's saliency and a top-k per image")
-        grid = sample_grid(m.grids, self.generator)
-        pooled = pool_saliency(batch.saliency, grid)
-        x_mix, y_mix = rmix(batch.x, batch.y, pooled, q.to(self.device), lam, perm)
-        return x_mix, y_mix, lam, grid
+        x_mix, y_mix = self.mixer.apply(batch.x, batch.y, params, saliency=batch.saliency, q=q)
+        return x_mix, y_mix, params
 
     def train_step(
         self, x_mix: torch.Tensor, y_mix: torch.Tensor, *, input_grad: bool = False
@@ -295,18 +264,38 @@ class Trainer:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    @torch.no_grad()
+    def val_loss(self) -> float:
+        """Cross-entropy of the classifier (eval mode) on the held-out split, mean over ranks."""
+        if self.val_loader is None:
+            raise ConfigError(
+                "this reward needs a held-out split: set data.val_size (e.g. 500), carved from "
+                "the training split"
+            )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            total = torch.zeros((), dtype=torch.float64, device=self.device)
+            count = 0
+            for x, labels in self.val_loader:
+                with self._autocast():
+                    logits = self.model(x)
+                total += torch.nn.functional.cross_entropy(
+                    logits.float(), labels, reduction="sum"
+                ).double()
+                count += labels.shape[0]
+        finally:
+            self.model.train(was_training)
+        loss = distributed.all_reduce_mean(total / max(count, 1))
+        return float(loss)
+
     def evaluate(self, *, progress: bool = False) -> dict[str, float]:
         """Test-split metrics (``rlmix.metrics.evaluate``) as plain floats.
 
         Under torchrun each rank evaluates its shard of the test split and the records are
         gathered, so every rank returns the metrics of the whole split.
         """
-        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-        if not distributed.all_true(finite):
-            raise RlmixError(
-                f"the classifier's weights are not finite at epoch {self.epoch + 1}, step "
-                f"{self.step_in_epoch}; stopping"
-            )
+        self.check_weights()
         with self._autocast():
             records = collect(
                 self.model,
@@ -362,4 +351,4 @@ class Trainer:
         return f"{what} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopping"
 
 
-__all__ = ["Batch", "Trainer", "derive_seed", "select_device"]
+__all__ = ["Batch", "Trainer", "select_device"]

@@ -2,10 +2,13 @@
 
     python -m rlmix.visualize                           # fresh model on the embedded dataset
     python -m rlmix.visualize --checkpoint runs/default/checkpoint.pt --pairs 6 --grid 4
+    python -m rlmix.visualize --config fashion_mnist_study --checkpoint runs/study/.../checkpoint.pt
 
-Each row is one pair (x_i, x_j = x_perm[i]): both images, their saliency maps, their top-k masks
-(white = most salient region), m_inter (white = mixed linearly), and the mixed image with its
-label weights. A trained classifier (``--checkpoint``) gives sharper saliency than a fresh one.
+Each row is one pair (x_i, x_j = x_perm[i]) of test images of two different classes, drawn at
+random (``--seed``): both images, their saliency maps, their top-k masks (white = most salient
+region), m_inter (white = mixed linearly), and the mixed image captioned with its label weights
+on both images' classes. A trained classifier (``--checkpoint``) gives sharper saliency than a
+fresh one.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from rlmix.checkpoints import load_checkpoint  # noqa: E402
-from rlmix.cli import ArgumentParser, add_config_args, overrides_from_args, run_main  # noqa: E402
+from rlmix.cli import (  # noqa: E402
+    ArgumentParser,
+    add_config_args,
+    overrides_from_args,
+    positive_int,
+    run_main,
+)
 from rlmix.config import load_config  # noqa: E402
 from rlmix.errors import ConfigError  # noqa: E402
 from rlmix.mixing import one_hot, rmix, topk_masks  # noqa: E402
@@ -36,7 +45,9 @@ def build_parser() -> ArgumentParser:
     )
     add_config_args(p)
     p.add_argument("--checkpoint", help="classifier checkpoint (checkpoint.pt of a run)")
-    p.add_argument("--pairs", type=int, default=4, help="number of pairs (rows), default 4")
+    p.add_argument(
+        "--pairs", type=positive_int, default=4, help="number of pairs (rows), default 4"
+    )
     p.add_argument("--grid", type=int, default=4, help="mixing grid g, default 4")
     p.add_argument(
         "--q",
@@ -47,8 +58,39 @@ def build_parser() -> ArgumentParser:
         help="top-k of the two images of each pair, default 0.5 0.5",
     )
     p.add_argument("--lam", type=float, default=0.5, help="mixing coefficient, default 0.5")
+    p.add_argument("--pair-seed", type=int, default=0, help="seed of the random pairs, default 0")
     p.add_argument("--output", default=None, help="PNG path (default OUT/rmix_pairs.png)")
     return p
+
+
+def draw_pairs(labels: torch.Tensor, pairs: int, seed: int) -> torch.Tensor:
+    """Indices (2 * pairs,) of random image pairs whose two images have different classes."""
+    if labels.unique().numel() < 2:
+        raise ValueError("the split has one class only: no pair of different classes")
+    g = torch.Generator().manual_seed(seed)
+    chosen: list[int] = []
+    while len(chosen) < 2 * pairs:
+        i, j = torch.randint(labels.shape[0], (2,), generator=g).tolist()
+        if labels[i] != labels[j]:
+            chosen += [i, j]
+    return torch.tensor(chosen)
+
+
+def pair_captions(y_mix: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> list[str]:
+    """For each pair (2r, 2r+1): the mixed image 2r's label weights on both images' classes."""
+    out = []
+    for i in range(0, labels.shape[0] - 1, 2):
+        ci, cj = int(labels[i]), int(labels[i + 1])
+        out.append(
+            f"{float(y_mix[i, ci]):.2f} {class_names[ci]} + {float(y_mix[i, cj]):.2f} "
+            f"{class_names[cj]}"
+        )
+    return out
+
+
+def _image(t: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) -> what imshow takes: (H, W) for one channel, else (H, W, C)."""
+    return t[0] if t.shape[0] == 1 else t.permute(1, 2, 0)
 
 
 def render(model, x, labels, class_names, *, grid, q, lam, path) -> Path:
@@ -64,6 +106,7 @@ def render(model, x, labels, class_names, *, grid, q, lam, path) -> Path:
     x_mix, y_mix = rmix(x, y, pooled, qs, lam, perm)
     masks = topk_masks(pooled, qs, x.shape[-1])
     m_inter = masks == masks[perm]
+    captions = pair_captions(y_mix, labels, class_names)
     cols = [
         "x_i",
         "x_j",
@@ -78,14 +121,14 @@ def render(model, x, labels, class_names, *, grid, q, lam, path) -> Path:
     for r in range(n):
         i, j = 2 * r, 2 * r + 1
         panels = [
-            x[i].permute(1, 2, 0),
-            x[j].permute(1, 2, 0),
+            _image(x[i]),
+            _image(x[j]),
             saliency[i],
             saliency[j],
             masks[i].float(),
             masks[j].float(),
             m_inter[i].float(),
-            x_mix[i].permute(1, 2, 0),
+            _image(x_mix[i]),
         ]
         for c, (ax, img) in enumerate(zip(axes[r], panels, strict=True)):
             cmap = None if img.dim() == 3 else ("inferno" if c in (2, 3) else "gray")
@@ -100,14 +143,8 @@ def render(model, x, labels, class_names, *, grid, q, lam, path) -> Path:
             if r == 0:
                 ax.set_title(cols[c], fontsize=9)
         axes[r][0].set_ylabel(class_names[int(labels[i])], fontsize=8)
-        top = torch.topk(y_mix[i], 2)
-        axes[r][-1].set_xlabel(
-            " + ".join(
-                f"{w:.2f} {class_names[int(k)]}"
-                for w, k in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-            ),
-            fontsize=7,
-        )
+        axes[r][1].set_ylabel(class_names[int(labels[j])], fontsize=8)
+        axes[r][-1].set_xlabel(captions[r], fontsize=7)
     fig.suptitle(
         f"R-Mix: grid {grid}, top-k q=({q[0]:.2f}, {q[1]:.2f}), lam={lam:.2f}", fontsize=10
     )
@@ -122,10 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = load_checkpoint(args.checkpoint)
         trainer.load_state_dict(state["env"]["trainer"])
     model = trainer.model.cpu()
-    batch = next(iter(trainer.test_loader))
-    x, labels = batch[0][: 2 * args.pairs].cpu(), batch[1][: 2 * args.pairs].cpu()
+    test = trainer.test_loader.data
     path = Path(args.output or Path(cfg.out) / "rmix_pairs.png")
     try:
+        index = draw_pairs(test.labels, args.pairs, args.pair_seed)
+        x, labels = test.images[index].float() / 255.0, test.labels[index]
         render(
             model,
             x,

@@ -81,9 +81,9 @@ def checks(out: Path, data_root: str) -> None:
     local_actions: list[np.ndarray] = []
     pack, step = denv._pack, MixupEnv.step
 
-    def recording_pack(obs):
-        local_obs.append(pack(obs).numpy().copy())
-        return pack(obs)
+    def recording_pack(obs, reward=None):
+        local_obs.append(pack(obs, reward).numpy().copy())
+        return pack(obs, reward)
 
     def recording_step(self, action):
         local_actions.append(np.asarray(action).copy())
@@ -101,6 +101,7 @@ def checks(out: Path, data_root: str) -> None:
             global_obs=[pack(o).numpy() for o in (obs0, obs1)],
             global_action=action,
             reward=reward,
+            reward_per_image=info["reward_per_image"],
             spaces=(e.observation_space["logits"].shape, e.action_space.shape),
         )
     else:

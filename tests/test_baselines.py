@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+import agents  # noqa: F401  (registers the frozen-agent policy "agent")
 from baselines import list_policies, make_policy, policy_mixer
 
 
@@ -10,16 +11,24 @@ def _obs(b=6):
 
 
 def test_policies_and_their_mixers():
-    assert list_policies() == ["constant", "cutmix_plus", "mixup", "rmix", "vanilla"]
-    assert [policy_mixer(p) for p in list_policies()] == ["rmix", "cutmix", "mixup", "rmix", "none"]
+    assert list_policies() == ["agent", "constant", "cutmix_plus", "mixup", "rmix", "vanilla"]
+    assert [policy_mixer(p) for p in list_policies()] == [
+        "rmix",
+        "rmix",
+        "cutmix",
+        "mixup",
+        "rmix",
+        "none",
+    ]
 
 
 def test_random_policy_is_uniform_and_seeded():
-    space = spaces.MultiDiscrete([10] * 100)
+    space = spaces.Discrete(10)
     a = make_policy("rmix", space, seed=3)
     acts = np.concatenate([a.predict(_obs(100))[0] for _ in range(200)])
     counts = np.bincount(acts, minlength=10)
     assert counts.min() > 1700 and counts.max() < 2300  # 2000 expected per value
+    np.testing.assert_array_equal(a.action_probs(_obs(4)), np.full((4, 10), 0.1))
     b = make_policy("rmix", space, seed=3)
     c = make_policy("rmix", space, seed=3)
     c.load_state_dict(a.state_dict())
@@ -28,13 +37,18 @@ def test_random_policy_is_uniform_and_seeded():
 
 
 def test_constant_policy_picks_nearest_topk():
-    space = spaces.MultiDiscrete([10] * 6)
-    act, state = make_policy("constant", space, q=0.5).predict(_obs())
+    act, state = make_policy("constant", spaces.Discrete(10), q=0.5).predict(_obs())
     # linspace(0, .99, 10)[4] = 0.44 and [5] = 0.55: 0.55 is nearer to 0.5
     np.testing.assert_array_equal(act, np.full(6, 5))
     assert state is None
+    probs = make_policy("constant", spaces.Discrete(10), q=0.5).action_probs(_obs(2))
+    np.testing.assert_array_equal(probs, np.eye(10)[[5, 5]])
 
 
-def test_unknown_policy():
-    with pytest.raises(ValueError, match=r"unknown policy 'puzzle'; choose one of: constant"):
-        make_policy("puzzle", spaces.MultiDiscrete([3] * 2))
+def test_unknown_policy_and_bad_space():
+    with pytest.raises(
+        ValueError, match=r"unknown policy 'puzzle'; choose one of: agent, constant"
+    ):
+        make_policy("puzzle", spaces.Discrete(3))
+    with pytest.raises(ValueError, match=r"action_space must be Discrete\(K\) with K >= 2"):
+        make_policy("rmix", spaces.MultiDiscrete([3] * 2))

@@ -40,7 +40,10 @@ def test_int_accepted_for_float_and_scientific_strings():
         ({"mix": {"mixer": "puzzle"}}, r"'mix.mixer' must be one of rmix, cutmix, mixup, none"),
         ({"env": {"eval_every": 0}}, r"'env.eval_every' must be >= 1"),
         ({"trainer": 3}, r"config section 'trainer' must be a mapping"),
-        ({"agent": {"batch_size": 500}}, r"'agent.batch_size' must be in \[2, agent.n_steps\]"),
+        ({"agent": {"batch_size": 1}}, r"'agent.batch_size' must be >= 2"),
+        ({"data": {"val_size": -1}}, r"'data.val_size' must be >= 0"),
+        ({"trainer": {"checkpoint_every": 0}}, r"'trainer.checkpoint_every' must be >= 1"),
+        ({"env": {"log_rewards": "grad_cosine"}}, r"'env.log_rewards' must be a list"),
     ],
 )
 def test_validation_messages_name_the_key(data, match):
@@ -74,9 +77,14 @@ def test_saved_config_round_trips(tmp_path):
 
 
 def test_every_shipped_config_loads():
-    from rlmix.config import CONFIG_DIR
+    from rlmix.config import packaged_configs
 
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    assert "default" in names and len(names) == 13
+    names = packaged_configs()
+    assert "default" in names and len([n for n in names if n.startswith("cifar100_")]) == 12
     for name in names:
         load_config(name)
+
+
+def test_unknown_config_name_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match=r"config file 'cifar200' not found .*: cifar100_"):
+        load_config("cifar200")

@@ -39,7 +39,15 @@ def make_split(n=10, size=8, boxes=False, seed=0):
 
 
 def test_registry_lists_datasets_and_options():
-    assert list_datasets() == ["cifar10", "cifar100", "imagefolder", "shapes"]
+    assert list_datasets() == [
+        "cifar10",
+        "cifar100",
+        "fashion_mnist",
+        "imagefolder",
+        "mnist",
+        "shapes",
+    ]
+    assert dataset_options("fashion_mnist") == ["image_size"]
     assert dataset_options("shapes") == ["clutter", "num_classes", "test_size", "train_size"]
     assert dataset_options("imagefolder") == ["image_size", "test_dir", "train_dir"]
     assert dataset_options("cifar10") == []
@@ -47,9 +55,9 @@ def test_registry_lists_datasets_and_options():
 
 def test_load_dataset_rejects_unknown_names_and_options(tmp_path):
     with pytest.raises(
-        ValueError, match="unknown dataset 'mnist'; choose one of: cifar10, cifar100, imagefolder"
+        ValueError, match="unknown dataset 'imagenet'; choose one of: cifar10, cifar100, fashion"
     ):
-        load_dataset("mnist", root=tmp_path)
+        load_dataset("imagenet", root=tmp_path)
     with pytest.raises(ValueError, match="unknown option 'colour' for dataset 'shapes'; valid"):
         load_dataset("shapes", root=tmp_path, colour=True)
     with pytest.raises(ValueError, match="unknown option 'image_size' for dataset 'cifar10'"):

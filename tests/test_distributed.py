@@ -100,9 +100,14 @@ def test_rank0_sees_the_global_batch_and_actions_reach_their_images(checks):
     assert main["spaces"] == ((50, 10), (50,))  # global batch, although each rank holds 25
     assert len(main["local_obs"]) == len(other["local_obs"]) == 2  # reset + step
     for step, global_obs in enumerate(main["global_obs"]):
-        assert global_obs.shape == (50, 64 + 10)
+        assert global_obs.shape == (50, 64 + 10 + 1)  # saliency, logits, per-image reward
         for rank in checks:
-            np.testing.assert_array_equal(global_obs[rank["rank"] :: 2], rank["local_obs"][step])
+            local = rank["local_obs"][step]
+            np.testing.assert_array_equal(global_obs[rank["rank"] :: 2, :74], local[:, :74])
+    for rank in checks:  # each image's reward comes back to its place in the global batch
+        local_rewards = rank["local_obs"][1][:, -1]
+        np.testing.assert_array_equal(main["reward_per_image"][rank["rank"] :: 2], local_rewards)
+    assert main["reward"] == pytest.approx(main["reward_per_image"].mean())
     action = main["global_action"]
     assert len(set(action.tolist())) > 1
     for rank in checks:
@@ -117,7 +122,7 @@ def test_agent_on_two_ranks_resumes_on_one(tiny_cli_args, tmp_path):
     args = [*tiny_cli_args, "--out", str(out), "--epochs", "2", "--no-progress"]
     worker = str(ROOT / "tests" / "dist_worker.py")
     proc = torchrun(worker, "agent", str(out), *args, "--stop-after-epoch", "1")
-    assert proc.stdout.count("RL-Mix finished") == 1  # rank 0 reports; rank 1 built no PPO
+    assert proc.stdout.count("agent finished") == 1  # rank 0 reports; rank 1 built no PPO
     first = json.loads((out / "metrics.json").read_text())
     assert [row["epoch"] for row in first["epochs"]] == [1.0]
     assert run_main(train_agent_main, [*args, "--resume"]) == 0  # one process now

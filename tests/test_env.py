@@ -48,6 +48,8 @@ def test_episode_is_one_epoch_and_truncates(tiny_config):
         assert not terminated
         assert -1.0 <= reward <= 1.0
         lrs.append(info["lr"])
+        per_image = info.pop("reward_per_image")
+        assert per_image.shape == (50,) and per_image.mean() == pytest.approx(reward)
         assert all(isinstance(v, float) for v in info.values())
     assert steps == 400 // 50
     assert "test/top1" in info and 0.0 <= info["test/top1"] <= 1.0
@@ -94,11 +96,21 @@ def test_fixed_mixers_ignore_actions_and_skip_saliency(tiny_config):
     assert a == b
 
 
-def test_bad_action_shape(tiny_config):
+@pytest.mark.parametrize(
+    ("action", "match"),
+    [
+        (np.zeros(3, dtype=np.int64), r"action must have shape \(50,\), got \(3,\)"),
+        (np.full(50, 2.0), r"action must hold integers, got dtype float64"),
+        (np.full(50, -1), r"action holds -1, outside \[0, 10\)"),
+        (np.full(50, 10), r"action holds 10, outside \[0, 10\)"),
+    ],
+)
+def test_actions_outside_the_action_space_are_rejected(tiny_config, action, match):
     env = MixupEnv(tiny_config())
     env.reset()
-    with pytest.raises(ValueError, match=r"action must have shape \(50,\), got \(3,\)"):
-        env.step(np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match=match + r"; expected one top-k index per image"):
+        env.step(action)
+    assert env.trainer.global_step == 0  # nothing was trained
 
 
 def test_config_errors(tiny_config):

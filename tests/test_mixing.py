@@ -9,8 +9,11 @@ from torch import nn
 
 from rlmix.mixing import (
     CutMix,
+    MixParams,
     Mixup,
+    NoMix,
     RMix,
+    create_mixer,
     cutmix,
     cutmix_box,
     mixup,
@@ -24,6 +27,7 @@ from rlmix.mixing import (
     topk_masks,
     topk_space,
 )
+from rlmix.saliency import pool_saliency
 
 # -- hand-computed R-Mix case --------------------------------------------------------------------
 # Two 1x4x4 images, grid 2 (2x2-pixel cells), q = 0.5 for both, lam = 0.25, perm = [1, 0].
@@ -426,13 +430,44 @@ def test_cutmix_and_mixup_callables():
     assert smooth.min() >= 0.025 - 1e-7
 
 
+def test_sample_is_apart_from_apply_and_matches_the_functions():
+    """Mixer objects draw lam, perm (and grid or box) first, then apply them deterministically;
+    the result equals the functional operator with those parameters."""
+    x = torch.rand(6, 3, 8, 8)
+    y = one_hot(torch.tensor([0, 1, 2, 3, 4, 0]), 5)
+    g = torch.Generator().manual_seed(7)
+    lam, perm = sample_lam(1.0, g), sample_perm(6, g)
+    for name, extra in (("mixup", {}), ("cutmix", {"box"}), ("rmix", {"grid"}), ("none", set())):
+        params = create_mixer(name, alpha=1.0, seed=0).sample(x, torch.Generator().manual_seed(7))
+        assert isinstance(params, MixParams)
+        assert (params.box is not None) == ("box" in extra) and (params.grid > 0) == (
+            "grid" in extra
+        )
+        if name != "none":
+            assert params.lam == lam and torch.equal(params.perm, perm)
+    saliency = torch.rand(6, 8, 8)
+    q = torch.full((6,), 0.5)
+    mixer = RMix(alpha=1.0, seed=0)
+    params = mixer.sample(x, torch.Generator().manual_seed(3))
+    got = mixer.apply(x, y, params, saliency=saliency, q=q)
+    want = rmix(x, y, pool_saliency(saliency, params.grid), q, params.lam, params.perm)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    box_params = CutMix(seed=0).sample(x, torch.Generator().manual_seed(3))
+    got = CutMix(seed=0).apply(x, y, box_params)
+    want = cutmix(x, y, box_params.lam, box_params.perm, box=box_params.box)
+    assert torch.equal(got[0], want[0])
+    assert NoMix().apply(x, y, NoMix().sample(x)) == (x, y)
+
+
 def test_callable_validation():
     with pytest.raises(ValueError, match="pass either generator or seed"):
         Mixup(3, generator=torch.Generator(), seed=1)
     with pytest.raises(ValueError, match="num_classes must be set"):
         CutMix(seed=0)(torch.rand(2, 1, 4, 4), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="alpha must be positive"):
+    with pytest.raises(ValueError, match="alpha must be a positive finite number"):
         CutMix(3, alpha=0.0)
+    with pytest.raises(ValueError, match=r"unknown mixer 'puzzle'; choose one of: cutmix, mixup"):
+        create_mixer("puzzle")
     with pytest.raises(ValueError, match="smoothing must be in"):
         Mixup(3, smoothing=1.0)
     with pytest.raises(ValueError, match="grids must be a non-empty"):

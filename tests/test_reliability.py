@@ -72,10 +72,24 @@ CASES = [
     (("train", "agent"), ["--reward", "bogus"], 2, "config key 'env.reward': unknown reward 'bogus'; choose one of: grad_cosine"),
     (("compare",), ["--policies", "rmix,agent", "--reward", "bogus"], 2, "--reward: unknown reward 'bogus'; choose one of"),
     (("train",), ["--policy", "bogus"], 2, "argument --policy: invalid choice: 'bogus'"),
-    (("train",), ["--set", "policy=bogus"], 2, "config key 'policy': unknown policy 'bogus'; choose one of: constant"),
-    (("compare",), ["--policies", "rmix,bogus"], 2, "unknown policy 'bogus'; choose from: agent"),
+    (("train",), ["--set", "policy=bogus"], 2, "config key 'policy': unknown policy 'bogus'; choose one of: agent, constant"),
+    (("compare",), ["--policies", "rmix,bogus"], 2, "unknown policy 'bogus'; choose one of: agent, constant"),
     (("compare",), ["--policies", ","], 2, "--policies is empty"),
     (("compare",), ["--seeds", "-1"], 2, "--seeds: seed -1 is not in [0, 4294967295]"),
+    (TRAINING, ["--reward", "tests.reward_fixtures:broken"], 1, "reward 'tests.reward_fixtures:broken' raised KeyError: 'x'"),
+    (TRAINING, ["--reward", "tests.reward_fixtures:text"], 1,
+     "reward 'tests.reward_fixtures:text' must return a float or 50 floats (one per image, batch order), got str 'high'"),
+    (TRAINING, ["--reward", "tests.reward_fixtures:wrong_shape"], 1, "got a Tensor of shape (3,)"),
+    (TRAINING, ["--reward", "tests.reward_fixtures:nan_per_image"], 1,
+     "reward 'tests.reward_fixtures:nan_per_image' is nan at epoch 1, step 1; stopping"),
+    (TRAINING, ["--reward", "tests.no_such_module:f"], 2, "cannot import reward 'tests.no_such_module:f'"),
+    (TRAINING, ["--reward", "val_loss_drop"], 2, "reward 'val_loss_drop' needs a held-out split: set data.val_size"),
+    (TRAINING, ["--set", "env.log_rewards=[bogus]"], 2, "config key 'env.log_rewards': unknown reward 'bogus'"),
+    (ALL, ["--set", "data.name=imagefolder", "--set", "data.root={tmp}/folder", "--set", "data.options={}"], 2,
+     "imagefolder: cannot read image '{tmp}/folder/train/cat/broken.png'"),
+    (ALL, ["--set", "data.name=mnist", "--set", "data.root={tmp}/empty", "--set", "data.options={}"], 2,
+     "MNIST not found (looked for its four IDX files in '{tmp}/empty'"),
+    (ALL, ["--set", "data.val_size=400"], 2, "data: val_size (400) must be smaller than the training split (400)"),
     (TRAINING, ["--stop-after-epoch", "0"], 2, "argument --stop-after-epoch: must be >= 1 (got 0)"),
     (TRAINING, ["--resume"], 2, "checkpoint '{tmp}/run/checkpoint.pt' does not exist"),
     (TRAINING, ["--resume", "--out", "{tmp}/corrupt"], 2, "checkpoint '{tmp}/corrupt/checkpoint.pt' is corrupt or not an rlmix checkpoint"),
@@ -101,6 +115,14 @@ def bad_files(tmp_path):
     (tmp_path / "unknown.yaml").write_text("trainer:\n  lr_mx: 0.2\n")
     (tmp_path / "file").write_text("not a directory")
     (tmp_path / "empty").mkdir()
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            folder = tmp_path / "folder" / split / cls
+            folder.mkdir(parents=True)
+            Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "ok.png")
+    (tmp_path / "folder" / "train" / "cat" / "broken.png").write_bytes(b"\x89PNG garbage")
     for name in ("corrupt", "truncated", "foreign", "format", "version"):
         (tmp_path / name).mkdir()
     (tmp_path / "corrupt" / "checkpoint.pt").write_bytes(b"\x00garbage" * 100)
@@ -370,7 +392,7 @@ def test_non_finite_observation_stops_and_keeps_checkpoint(
     ("epochs", "eval_every", "message"),
     [
         (2, 1, "the classifier's weights are not finite at epoch 2, step 8; stopping"),
-        (3, 3, r"env.trainer.model.* holds NaN or inf after epoch 2 \(training diverged\)"),
+        (3, 3, r"the classifier's weights are not finite after epoch 2, step 8; stopping"),
     ],
 )
 def test_diverged_weights_are_not_checkpointed(
@@ -406,13 +428,30 @@ def test_huge_learning_rate_stops_with_epoch_and_step(data_root, tmp_path, capsy
     assert "at epoch 1, step " in err and err.strip().endswith("; stopping"), err
 
 
+def test_failing_reward_keeps_the_last_checkpoint(data_root, tmp_path, capsys):
+    from tests import reward_fixtures
+
+    reward_fixtures.CALLS["n"] = 0
+    out = tmp_path / "run"
+    args = [*tiny_args(data_root), "--epochs", "3", "--out", str(out)]
+    code = run_main(agent_main, [*args, "--reward", "tests.reward_fixtures:fails_in_epoch_2"])
+    assert_one_line(
+        capsys.readouterr().err,
+        code,
+        1,
+        "reward 'tests.reward_fixtures:fails_in_epoch_2' raised RuntimeError: the reward server",
+    )
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert len(state["history"]) == 1 and state["env"]["trainer"]["global_step"] == STEPS
+
+
 def test_non_finite_reward_stops(monkeypatch, data_root, tmp_path, capsys):
     from envs import rewards
 
     def flaky(inputs):
         return float("nan") if inputs.prev_loss is not None else 0.0
 
-    monkeypatch.setitem(rewards._REWARDS, "flaky", rewards.Reward("flaky", flaky))
+    monkeypatch.setitem(rewards.REWARDS._entries, "flaky", rewards.Reward("flaky", flaky))
     args = [*tiny_args(data_root), "--epochs", "1", "--out", str(tmp_path / "run")]
     code = run_main(agent_main, [*args, "--reward", "flaky"])
     assert_one_line(

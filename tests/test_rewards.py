@@ -1,9 +1,13 @@
+"""envs.rewards: the built-in rewards (hand-computed), per-image returns and their validation."""
+
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from envs.rewards import RewardInputs, get_reward, list_rewards, register_reward
+from envs.rewards import RewardInputs, get_reward, list_rewards, probe_targets, register_reward
+from rlmix.errors import RlmixError
 
 
 def _inputs(clean, mixed, **kw):
@@ -27,52 +31,140 @@ def test_grad_cosine_one_cosine_over_concatenated_maps():
     a = torch.tensor([0.25] * 4 + [1.0, 0, 0, 0])
     b = torch.full((8,), 0.25)
     expected = float(a @ b / (a.norm() * b.norm()))
-    assert get_reward("grad_cosine")(_inputs(clean, mixed)) == pytest.approx(expected, abs=1e-6)
-    # per-image mean: (1 + cos([1,0,0,0], [.25]*4)) / 2 = (1 + 0.5) / 2
-    assert get_reward("grad_cosine_mean")(_inputs(clean, mixed)) == pytest.approx(0.75, abs=1e-6)
+    batch = get_reward("grad_cosine")(_inputs(clean, mixed))
+    np.testing.assert_allclose(batch, [expected, expected], atol=1e-6)  # one value for the batch
+    # per image: cos = 1 for image 0, cos([1,0,0,0], [.25]*4) = 0.5 for image 1
+    per_image = get_reward("grad_cosine_mean")(_inputs(clean, mixed))
+    assert per_image.dtype == np.float64
+    np.testing.assert_allclose(per_image, [1.0, 0.5], atol=1e-6)
 
 
 def test_grad_cosine_is_scale_invariant_and_one_for_equal_maps():
     g = torch.rand(3, 8, 8)
-    assert get_reward("grad_cosine")(_inputs(g, 5 * g)) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(get_reward("grad_cosine")(_inputs(g, 5 * g)), 1.0, atol=1e-6)
 
 
-def test_loss_drop_and_test_acc_gain():
+def test_loss_drop_val_loss_drop_and_test_acc_gain():
     r = get_reward("loss_drop")
-    assert r(RewardInputs(q=torch.zeros(2), loss=0.5, prev_loss=None)) == 0.0
-    assert r(RewardInputs(q=torch.zeros(2), loss=0.5, prev_loss=0.8)) == pytest.approx(0.3)
+    np.testing.assert_array_equal(r(RewardInputs(q=torch.zeros(2), loss=0.5)), [0.0, 0.0])
+    np.testing.assert_allclose(r(RewardInputs(q=torch.zeros(2), loss=0.5, prev_loss=0.8)), 0.3)
+    v = get_reward("val_loss_drop")
+    assert v.val_loss and not v.mixed_saliency
+    np.testing.assert_allclose(
+        v(RewardInputs(q=torch.zeros(3), loss=0.0, val_loss=0.9, prev_val_loss=1.2)), [0.3] * 3
+    )
+    with pytest.raises(RlmixError, match="reward 'val_loss_drop' raised ValueError: .*held-out"):
+        v(RewardInputs(q=torch.zeros(3), loss=0.0))
     g = get_reward("test_acc_gain")
-    assert g(RewardInputs(q=torch.zeros(2), loss=0.5)) == 0.0
-    assert g(
-        RewardInputs(
-            q=torch.zeros(2), loss=0.5, test_metrics={"top1": 0.6}, prev_test_metrics={"top1": 0.45}
-        )
-    ) == pytest.approx(0.15)
-    assert g(RewardInputs(q=torch.zeros(2), loss=0.5, test_metrics={"top1": 0.6})) == 0.6
+    np.testing.assert_array_equal(g(RewardInputs(q=torch.zeros(2), loss=0.5)), 0.0)
+    inputs = RewardInputs(
+        q=torch.zeros(2), loss=0.5, test_metrics={"top1": 0.6}, prev_test_metrics={"top1": 0.45}
+    )
+    np.testing.assert_allclose(g(inputs), 0.15)
+
+
+def test_probe_targets_split_the_batch_evenly_by_confidence():
+    # confidences (top-1 softmax) increase with the first logit: ranks 2, 0, 3, 1
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [3.0, 0.0], [1.0, 0.0]])
+    torch.testing.assert_close(probe_targets(logits, 2), torch.tensor([1, 0, 1, 0]))
+    torch.testing.assert_close(probe_targets(logits, 4), torch.tensor([2, 0, 3, 1]))
+    big = probe_targets(torch.randn(100, 10), 10)
+    assert torch.bincount(big, minlength=10).tolist() == [10] * 10
+    r = get_reward("probe_rank")
+    action = torch.tensor([2, 0, 0, 0])
+    out = r(RewardInputs(q=torch.zeros(4), loss=0.0, action=action, k=4, logits=logits))
+    np.testing.assert_array_equal(out, [1.0, 1.0, 0.0, 0.0])
+
+
+def test_context_free_policies_score_one_over_k_on_the_probe():
+    """Every constant action hits exactly B/K targets, so any policy that ignores the
+    observation (a mixture of constant actions) scores 1/K in expectation."""
+    target = probe_targets(torch.randn(100, 10), 10)
+    for a in range(10):
+        assert float((target == a).double().mean()) == 0.1
 
 
 def test_flags_and_registry():
-    assert {"grad_cosine", "grad_cosine_mean", "loss_drop", "test_acc_gain", "none"} <= set(
-        list_rewards()
-    )
+    assert {
+        "grad_cosine",
+        "grad_cosine_mean",
+        "loss_drop",
+        "val_loss_drop",
+        "test_acc_gain",
+        "probe_rank",
+        "none",
+    } <= set(list_rewards())
     assert get_reward("grad_cosine").mixed_saliency and get_reward("grad_cosine").clean_saliency
     assert not get_reward("loss_drop").mixed_saliency
 
 
-def test_user_reward_by_name_and_by_path():
+def test_user_rewards_by_name_and_by_path():
     @register_reward("test_small_topk")
     def small_topk(inputs):
-        return 1.0 - float(inputs.q.mean())
+        return 1.0 - inputs.q  # per image
 
-    assert get_reward("test_small_topk")(RewardInputs(q=torch.tensor([0.2, 0.4]), loss=0.0)) == (
-        pytest.approx(0.7)
-    )
-    by_path = get_reward("math:fabs")  # any importable callable of one argument
-    assert by_path.fn is math.fabs
+    out = get_reward("test_small_topk")(RewardInputs(q=torch.tensor([0.2, 0.4]), loss=0.0))
+    np.testing.assert_allclose(out, [0.8, 0.6])
+    with pytest.raises(ValueError, match="reward 'test_small_topk' is already registered"):
+        register_reward("test_small_topk")(small_topk)
+    register_reward("test_small_topk", override=True)(lambda inputs: 0.5)
+    assert get_reward("math:fabs").fn is math.fabs  # any importable callable of one argument
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("high", r"a float or 3 floats \(one per image, batch order\), got str .high."),
+        (True, r"got bool True"),
+        (torch.zeros(2), r"got a Tensor of shape \(2,\)"),
+        (np.zeros((3, 1)), r"got a ndarray of shape \(3, 1\)"),
+        (torch.zeros(3, dtype=torch.complex64), r"got a Tensor of shape \(3,\) and dtype"),
+        ([1.0, 2.0, 3.0], r"got list \[1.0, 2.0, 3.0\]"),
+        (None, r"got NoneType None"),
+    ],
+)
+def test_reward_that_returns_the_wrong_thing(value, match):
+    reward = get_reward("tests.test_rewards:_constant")
+    _RETURN["value"] = value
+    with pytest.raises(
+        RlmixError, match=r"reward 'tests.test_rewards:_constant' must return .*" + match
+    ):
+        reward(RewardInputs(q=torch.zeros(3), loss=0.0))
+
+
+def test_reward_that_raises_names_itself():
+    reward = get_reward("tests.test_rewards:_broken")
+    with pytest.raises(
+        RlmixError, match=r"reward 'tests.test_rewards:_broken' raised KeyError: 'x'"
+    ):
+        reward(RewardInputs(q=torch.zeros(3), loss=0.0))
+
+
+def test_scalar_tensors_and_numpy_numbers_are_batch_rewards():
+    for value in (torch.tensor(0.25), np.float32(0.25), np.array(0.25), 1):
+        _RETURN["value"] = value
+        out = get_reward("tests.test_rewards:_constant")(RewardInputs(q=torch.zeros(2), loss=0.0))
+        np.testing.assert_allclose(out, [float(value)] * 2)
 
 
 def test_unknown_reward_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown reward 'nope'; choose one of: .*grad_cosine"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown reward 'nope'; choose one of: .*grad_cosine.* or module:function",
+    ):
         get_reward("nope")
     with pytest.raises(ValueError, match=r"cannot import reward 'no_such_mod:f'"):
         get_reward("no_such_mod:f")
+    with pytest.raises(ValueError, match=r"reward 'math:pi' is not callable"):
+        get_reward("math:pi")
+
+
+_RETURN: dict = {}
+
+
+def _constant(inputs):
+    return _RETURN["value"]
+
+
+def _broken(inputs):
+    return {}["x"]

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from rlmix.mixing import one_hot
 from rlmix.models import create_model
-from rlmix.visualize import main, render
+from rlmix.visualize import draw_pairs, main, pair_captions, render
 
 
 def test_render_writes_png_with_expected_panels(tmp_path):
@@ -48,3 +49,32 @@ def test_cli_rejects_bad_grid(tiny_config):
             path="unused.png",
         )
     assert run_main(main, ["--bogus"]) == 2
+
+
+def test_pairs_are_random_and_of_different_classes():
+    labels = torch.arange(10).repeat_interleave(20)  # sorted by class, as ImageFolder splits are
+    index = draw_pairs(labels, 6, seed=1)
+    pairs = labels[index].view(6, 2)
+    assert (pairs[:, 0] != pairs[:, 1]).all()
+    assert pairs.unique().numel() > 3  # not all from the first class
+    assert torch.equal(index, draw_pairs(labels, 6, seed=1))
+    assert not torch.equal(index, draw_pairs(labels, 6, seed=2))
+    with pytest.raises(ValueError, match="one class only"):
+        draw_pairs(torch.zeros(5, dtype=torch.long), 1, seed=0)
+
+
+def test_captions_give_both_classes_their_weights():
+    labels = torch.tensor([2, 0])
+    y = one_hot(labels, 3)
+    y_mix = 0.7 * y + 0.3 * y[[1, 0]]
+    assert pair_captions(y_mix, labels, ["cat", "dog", "owl"]) == ["0.70 owl + 0.30 cat"]
+
+
+def test_render_grey_images(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("resnet_tiny", 2, in_chans=1)
+    path = render(
+        model, torch.rand(2, 1, 32, 32), torch.tensor([0, 1]), ["a", "b"],
+        grid=4, q=(0.5, 0.5), lam=0.5, path=tmp_path / "grey.png",
+    )  # fmt: skip
+    assert path.stat().st_size > 1000

@@ -1,10 +1,12 @@
 """Datasets held in memory as uint8 tensors, and a deterministic in-memory batch loader.
 
 ``load_dataset(name, root=..., download=..., seed=..., **options)`` returns ``(train, test, info)``
-for ``"shapes"`` (embedded, generated), ``"cifar10"``, ``"cifar100"`` and ``"imagefolder"``.
+for ``"shapes"`` (embedded, generated), ``"cifar10"``, ``"cifar100"``, ``"fashion_mnist"``,
+``"mnist"`` and ``"imagefolder"``; :func:`carve` takes a held-out split and a class-balanced
+subset out of a training split.
 """
 
-from rlmix.data import cifar, imagefolder, shapes  # noqa: F401  (builders register on import)
+from rlmix.data import cifar, imagefolder, mnist, shapes  # noqa: F401  (builders register)
 from rlmix.data.base import (
     DatasetInfo,
     ImageTensors,
@@ -14,9 +16,11 @@ from rlmix.data.base import (
     register_dataset,
 )
 from rlmix.data.loader import BatchLoader
+from rlmix.data.splits import carve
 
 __all__ = [
     "BatchLoader",
+    "carve",
     "DatasetInfo",
     "ImageTensors",
     "dataset_options",

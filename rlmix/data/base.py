@@ -7,13 +7,14 @@ turns batches into float [0, 1] pixels. Box convention (as in :mod:`rlmix.metric
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+from rlmix.registry import Registry
 
 # Keyword arguments every builder receives from load_dataset; the rest are dataset options.
 _COMMON_ARGS = ("root", "download", "seed")
@@ -80,7 +81,7 @@ class ImageTensors:
 
 Split = tuple[ImageTensors, ImageTensors, DatasetInfo]
 Builder = Callable[..., Split]
-_DATASETS: dict[str, Builder] = {}
+DATASETS: Registry[Builder] = Registry("dataset")
 
 
 def register_dataset(name: str) -> Callable[[Builder], Builder]:
@@ -90,32 +91,18 @@ def register_dataset(name: str) -> Callable[[Builder], Builder]:
     ``(train, test, info)``. Its dataset options must be explicit keyword arguments: they are
     what :func:`load_dataset` accepts.
     """
-
-    def wrap(fn: Builder) -> Builder:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _DATASETS[name] = fn
-        return fn
-
-    return wrap
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`, sorted."""
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def dataset_options(name: str) -> list[str]:
     """The option names dataset ``name`` accepts, sorted."""
-    builder = _get_builder(name)
-    params = inspect.signature(builder).parameters
+    params = inspect.signature(DATASETS.get(name)).parameters
     return sorted(p for p in params if p not in _COMMON_ARGS)
-
-
-def _get_builder(name: str) -> Builder:
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
-    return _DATASETS[name]
 
 
 def load_dataset(
@@ -142,7 +129,7 @@ def load_dataset(
         ValueError: unknown dataset name, unknown option or bad option value.
         rlmix.errors.ConfigError: data files missing from ``root``.
     """
-    builder = _get_builder(name)
+    builder = DATASETS.get(name)
     valid = dataset_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
@@ -185,9 +172,3 @@ def check_int(name: str, value: object, low: int, high: int | None = None) -> in
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be {bound}, got {value}")
     return value
-
-
-def stream_seed(*parts: int | str) -> int:
-    """A 63-bit generator seed derived from ``parts`` (an independent stream per tuple)."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1

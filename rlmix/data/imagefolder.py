@@ -37,7 +37,13 @@ def _read(path: str, image_size: int):
         ds = datasets.ImageFolder(path, transform=transform)
     except FileNotFoundError as e:  # no class folders, or a class folder without images
         raise ConfigError(f"imagefolder: no usable images under {path!r}: {e}") from e
-    images = torch.stack([ds[i][0] for i in range(len(ds))])
+    images = []
+    for path, _ in ds.samples:
+        try:
+            images.append(ds.transform(ds.loader(path)))
+        except OSError as e:  # PIL's UnidentifiedImageError, truncated or unreadable files
+            raise ConfigError(f"imagefolder: cannot read image '{path}': {e}") from e
+    images = torch.stack(images)
     return images, torch.as_tensor(ds.targets, dtype=torch.long), ds.classes
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from rlmix.data.base import ImageTensors, stream_seed
+from rlmix.data.base import ImageTensors
+from rlmix.seeding import stream_seed
 
 
 def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:
@@ -132,11 +133,11 @@ class BatchLoader:
         n = len(self.data)
         if not self.shuffle:
             return torch.arange(n)
-        g = torch.Generator().manual_seed(stream_seed(self.seed, self.epoch, "order"))
+        g = torch.Generator().manual_seed(stream_seed(self.seed, "order", self.epoch))
         return torch.randperm(n, generator=g)
 
     def _augment(self, x: torch.Tensor, index: int, n_global: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(stream_seed(self.seed, self.epoch, "augment", index))
+        g = torch.Generator().manual_seed(stream_seed(self.seed, "augment", self.epoch, index))
         offsets = torch.randint(0, 2 * self.pad + 1, (n_global, 2), generator=g)
         flip = torch.rand(n_global, generator=g) < 0.5
         shard = slice(self.rank, None, self.world_size)

@@ -33,9 +33,9 @@ from rlmix.data.base import (
     channel_stats,
     check_int,
     register_dataset,
-    stream_seed,
 )
 from rlmix.errors import ConfigError
+from rlmix.seeding import derive_seed
 
 IMAGE_SIZE = 32
 SUPERSAMPLE = 2
@@ -234,7 +234,7 @@ def generate_shapes(
     Returns uint8 images (n, 3, 32, 32), labels (n,) and boxes (n, 4) xyxy in pixels (x2/y2
     exclusive).
     """
-    g = torch.Generator().manual_seed(stream_seed("shapes", seed, split))
+    g = torch.Generator().manual_seed(derive_seed("shapes", seed, split))
     labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
     parts = [_render(labels[i : i + CHUNK], clutter, g) for i in range(0, n, CHUNK)]
     images = torch.cat([p[0] for p in parts])

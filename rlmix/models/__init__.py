@@ -9,21 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from rlmix.models.base import Classifier
+from rlmix.registry import Registry
 
-_MODELS: dict[str, Callable[..., Classifier]] = {}
+MODELS: Registry[Callable[..., Classifier]] = Registry("model")
 
 
 def register_model(fn: Callable[..., Classifier]) -> Callable[..., Classifier]:
     """Register a model constructor under its function name."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is already registered")
-    _MODELS[fn.__name__] = fn
-    return fn
+    return MODELS.add(fn.__name__, fn)
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def create_model(
@@ -42,14 +40,13 @@ def create_model(
         mean, std: per-channel pixel statistics used by the model's input normalisation.
         **kwargs: architecture options (e.g. ``in_chans``).
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    builder = MODELS.get(name)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    return _MODELS[name](num_classes=num_classes, mean=mean, std=std, **kwargs)
+    return builder(num_classes=num_classes, mean=mean, std=std, **kwargs)
 
 
 # Architectures register on import.
 from rlmix.models import preact_resnet, resnet_tiny, resnext, wide_resnet  # noqa: E402, F401
 
-__all__ = ["Classifier", "create_model", "list_models", "register_model"]
+__all__ = ["MODELS", "Classifier", "create_model", "list_models", "register_model"]

@@ -1,0 +1,92 @@
+"""A trained RL-Mix agent applied without learning: the fixed policy ``agent``.
+
+``python -m rlmix.train --policy agent --set frozen_agent.path=runs/default/agent.zip`` reuses a
+searched policy on another model, dataset, batch size or number of classes (the policy network
+depends on none of them), through the same env as every other fixed policy: AutoAugment's
+"search once, apply anywhere". ``frozen_agent.deterministic`` picks each image's most likely
+top-k instead of sampling one (sampling draws from torch's global RNG, which the trainer reseeds
+every epoch, so runs stay reproducible and resumable).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from agents.ppo import load_agent
+from baselines.policies import FixedPolicy, register_policy
+from rlmix.errors import ConfigError
+
+
+@register_policy("agent")
+class FrozenAgent(FixedPolicy):
+    """Act with the policy of an exported ``agent.zip``; nothing is learned.
+
+    Args:
+        action_space: the slot action space ``Discrete(K)``; K must be the agent's.
+        seed: unused (sampling uses torch's per-epoch global RNG).
+        path: the ``agent.zip`` (trusted files only: SB3 zips hold pickled objects).
+        deterministic: take the most likely top-k instead of sampling.
+    """
+
+    mixer = "rmix"
+
+    def __init__(
+        self,
+        action_space: spaces.Discrete,
+        seed: int = 0,
+        path: str = "",
+        deterministic: bool = False,
+        **_: Any,
+    ) -> None:
+        super().__init__(action_space, seed)
+        if not path:
+            raise ConfigError(
+                "policy 'agent' applies a trained agent: set frozen_agent.path to an agent.zip "
+                "(python -m rlmix.train_agent writes one into its run directory)"
+            )
+        model = load_agent(path)
+        if model.action_space.n != self.k:
+            raise ConfigError(
+                f"agent file '{path}' chooses among K={model.action_space.n} top-k values; this "
+                f"run has mix.k={self.k}"
+            )
+        self.path = path
+        self.grid = model.observation_space["saliency"].shape[-1]
+        self.policy = model.policy
+        self.policy.set_training_mode(False)
+        self.deterministic = deterministic
+
+    def _distribution(self, obs: dict[str, np.ndarray]) -> torch.distributions.Categorical:
+        if obs["saliency"].shape[-1] != self.grid:
+            raise ConfigError(
+                f"agent file '{self.path}' was trained on {self.grid}x{self.grid} saliency maps; "
+                f"set env.obs_grid={self.grid}"
+            )
+        tensors = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in obs.items()}
+        with torch.no_grad():
+            return self.policy.get_distribution(tensors).distribution
+
+    def predict(
+        self,
+        observation: dict[str, np.ndarray],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, None]:
+        dist = self._distribution(observation)
+        greedy = deterministic or self.deterministic
+        actions = dist.probs.argmax(dim=-1) if greedy else dist.sample()
+        return actions.numpy().astype(np.int64), None
+
+    def action_probs(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        probs = self._distribution(observation).probs.numpy()
+        if not self.deterministic:
+            return probs
+        return np.eye(self.k)[probs.argmax(axis=-1)]
+
+
+__all__ = ["FrozenAgent"]

@@ -1,0 +1,124 @@
+"""The spaces of the rlmix environments, in one place.
+
+Two views of the same decisions:
+
+- the **batch** view of :class:`envs.MixupEnv` (one Gymnasium env, DESIGN.md section 5):
+  ``Dict(saliency=Box(0, 1, (B, g, g)), logits=Box(-L, L, (B, N)))`` and
+  ``MultiDiscrete([K] * B)``;
+- the **slot** view of :class:`envs.ImageSlotVecEnv` (B sub-environments, one per image slot):
+  ``Dict(saliency=Box(0, 1, (g, g)), logits=Box(-L, L, (N,)), context=Box(0, 1, (C,)))`` and
+  ``Discrete(K)``, where ``context`` holds :data:`CONTEXT` (batch summary and training progress).
+
+An action index ``a`` means the top-k ``q = topk_space(K)[a]`` (:func:`rlmix.mixing.topk_space`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+#: The slot observation's ``context`` features, each in [0, 1]:
+CONTEXT = (
+    "progress",  # fraction of the run's optimiser steps done
+    "lr",  # current learning rate / trainer.lr_max
+    "confidence_rank",  # this image's rank of top-1 softmax probability in its batch, in [0, 1]
+    "saliency_peak_rank",  # this image's rank of its largest saliency cell in its batch
+    "batch_confidence",  # batch mean of the top-1 softmax probability
+    "batch_entropy",  # batch mean of the softmax entropy / ln N
+    "batch_saliency_entropy",  # batch mean of the saliency map's entropy / ln g^2
+    "batch_saliency_peak",  # batch mean of the largest saliency cell
+)
+
+
+def batch_spaces(
+    batch_size: int, num_classes: int, obs_grid: int, k: int, logit_clip: float
+) -> tuple[spaces.Dict, spaces.MultiDiscrete]:
+    """Observation and action spaces of the batch env."""
+    clip = float(logit_clip)
+    observation = spaces.Dict(
+        {
+            "saliency": spaces.Box(0.0, 1.0, (batch_size, obs_grid, obs_grid), np.float32),
+            "logits": spaces.Box(-clip, clip, (batch_size, num_classes), np.float32),
+        }
+    )
+    return observation, spaces.MultiDiscrete(np.full(batch_size, k, dtype=np.int64))
+
+
+def slot_spaces(
+    num_classes: int, obs_grid: int, k: int, logit_clip: float
+) -> tuple[spaces.Dict, spaces.Discrete]:
+    """Observation and action spaces of one image slot."""
+    clip = float(logit_clip)
+    observation = spaces.Dict(
+        {
+            "saliency": spaces.Box(0.0, 1.0, (obs_grid, obs_grid), np.float32),
+            "logits": spaces.Box(-clip, clip, (num_classes,), np.float32),
+            "context": spaces.Box(0.0, 1.0, (len(CONTEXT),), np.float32),
+        }
+    )
+    return observation, spaces.Discrete(k)
+
+
+def batch_size_of(space: spaces.MultiDiscrete) -> tuple[int, int]:
+    """``(B, K)`` of a batch action space; raises ValueError for anything else."""
+    if not isinstance(space, spaces.MultiDiscrete) or space.nvec.ndim != 1:
+        raise ValueError(f"action_space must be a 1-D MultiDiscrete space, got {space}")
+    nvec = space.nvec
+    if (nvec != nvec[0]).any() or nvec[0] < 2:
+        raise ValueError(
+            f"action_space must be MultiDiscrete([K] * B) with one K >= 2 for every image, "
+            f"got nvec={nvec.tolist()}"
+        )
+    return len(nvec), int(nvec[0])
+
+
+def check_slot_spaces(observation: spaces.Space, action: spaces.Space) -> tuple[int, int]:
+    """``(g, K)`` of slot spaces as :func:`slot_spaces` makes them; ValueError otherwise."""
+    if not isinstance(observation, spaces.Dict) or set(observation.spaces) != {
+        "saliency",
+        "logits",
+        "context",
+    }:
+        raise ValueError(
+            "observation_space must be a Dict with the keys 'saliency', 'logits' and 'context' "
+            f"(one image slot, see envs.spaces.slot_spaces), got {observation}"
+        )
+    sal, logits, context = (observation[k] for k in ("saliency", "logits", "context"))
+    if len(sal.shape) != 2 or sal.shape[0] != sal.shape[1]:
+        raise ValueError(f"observation_space['saliency'] must have shape (g, g), got {sal.shape}")
+    if len(logits.shape) != 1:
+        raise ValueError(f"observation_space['logits'] must have shape (N,), got {logits.shape}")
+    if context.shape != (len(CONTEXT),):
+        raise ValueError(
+            f"observation_space['context'] must have shape ({len(CONTEXT)},), got {context.shape}"
+        )
+    if not isinstance(action, spaces.Discrete) or action.n < 2:
+        raise ValueError(f"action_space must be Discrete(K) with K >= 2, got {action}")
+    return sal.shape[0], int(action.n)
+
+
+def check_action(action: object, space: spaces.MultiDiscrete) -> np.ndarray:
+    """``action`` as an int64 array, or a ValueError saying what the batch env expects."""
+    b, k = batch_size_of(space)
+    arr = np.asarray(action)
+    expected = (
+        f"one top-k index per image: an integer array of shape ({b},) with values in [0, {k})"
+    )
+    if arr.shape != (b,):
+        raise ValueError(f"action must have shape ({b},), got {arr.shape}; expected {expected}")
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"action must hold integers, got dtype {arr.dtype}; expected {expected}")
+    if b and (arr.min() < 0 or arr.max() >= k):
+        bad = int(arr[(arr < 0) | (arr >= k)][0])
+        raise ValueError(f"action holds {bad}, outside [0, {k}); expected {expected}")
+    return arr.astype(np.int64, copy=False)
+
+
+__all__ = [
+    "CONTEXT",
+    "batch_size_of",
+    "batch_spaces",
+    "check_action",
+    "check_slot_spaces",
+    "slot_spaces",
+]

@@ -1,0 +1,210 @@
+"""One training run, shared by ``rlmix.train`` (a fixed policy) and ``rlmix.train_agent`` (PPO).
+
+A :class:`Run` owns what both commands share: the run directory and its resolved config, the
+env stack (:class:`envs.MixupEnv`, :class:`envs.DistributedMixupEnv` on rank 0 of a torchrun job,
+:class:`envs.ImageSlotVecEnv` on top), one :class:`rlmix.runlog.RunLog` (one TensorBoard writer,
+which SB3's logger writes through), the checkpoint payload, signal handling and the summary.
+Both commands are then "drive algorithm X through the slot env": :meth:`Run.drive` runs the one
+epoch loop of :mod:`agents.callbacks` with PPO or with :class:`baselines.PolicyRunner`.
+
+Run directory: ``config.yaml``, ``checkpoint.pt`` (atomic, every ``trainer.checkpoint_every``
+epochs and after the last), ``metrics.json``, ``timings.json``, ``accuracy.png``, ``tb/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+from agents.callbacks import (
+    NEAR_UNIFORM,
+    CheckpointCallback,
+    EpochLogCallback,
+    ProgressCallback,
+    StopCallback,
+)
+from envs import DistributedMixupEnv, ImageSlotVecEnv, MixupEnv, follow
+from rlmix import distributed
+from rlmix.checkpoints import check_writable, load_checkpoint, save_checkpoint
+from rlmix.config import Config, save_config
+from rlmix.errors import ConfigError, RlmixError
+from rlmix.plots import plot_curves
+from rlmix.runlog import RunLog
+from rlmix.seeding import numpy_rng_state, set_numpy_rng_state
+from rlmix.signals import StopFlag
+
+
+class Algorithm(Protocol):
+    """What :meth:`Run.drive` needs: SB3's ``learn`` (PPO and :class:`baselines.PolicyRunner`)."""
+
+    def learn(
+        self, total_timesteps: int, callback: BaseCallback, reset_num_timesteps: bool
+    ) -> Any: ...
+
+
+class Run:
+    """A run directory with its env stack and logs (see the module docstring).
+
+    Args:
+        cfg: the resolved config of the run.
+        resume: continue from ``cfg.out/checkpoint.pt`` (refused if written with another config).
+        progress: show progress bars and one line per epoch.
+
+    Under torchrun every rank builds a Run; only rank 0 (``is_main``) has the VecEnv, the log and
+    the files. The others call :meth:`follow`.
+    """
+
+    def __init__(self, cfg: Config, *, resume: bool = False, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.progress = progress
+        self.is_main = distributed.current().is_main
+        self.state = distributed.on_main(lambda: self._read(resume))
+        self.env = MixupEnv(cfg)
+        if self.state is not None:
+            self.env.load_state_dict(self.state["env"])
+        self.trainer = self.env.trainer
+        if not self.is_main:
+            return
+        self.batch_env = (
+            DistributedMixupEnv(self.env) if distributed.current().enabled else self.env
+        )
+        self.venv = ImageSlotVecEnv(self.batch_env)
+        self.log = RunLog(self.out, step=lambda: self.trainer.global_step)
+        if self.state is not None:
+            self.log.history, self.log.timings = (
+                list(self.state["history"]),
+                list(self.state["timings"]),
+            )
+        save_config(cfg, self.out / "config.yaml")
+
+    def _read(self, resume: bool) -> dict[str, Any] | None:
+        out = check_writable(self.out)
+        return load_checkpoint(out / "checkpoint.pt", config=self.cfg.to_dict()) if resume else None
+
+    @property
+    def resumed(self) -> bool:
+        return self.state is not None
+
+    def follow(self) -> dict[str, int]:
+        """On ranks > 0: mirror rank 0 until it stops; ``{"exit_code": c}``."""
+        with StopFlag():  # rank 0 decides when to stop
+            return {"exit_code": follow(self.env)}
+
+    def drive(
+        self,
+        algo: Algorithm,
+        *,
+        label: str,
+        payload: Callable[[], dict[str, Any]],
+        on_save: Callable[[], None] | None = None,
+        stop_after: int | None = None,
+    ) -> dict[str, Any]:
+        """Run ``algo`` on the slot env until the last epoch (or epoch ``stop_after``).
+
+        Args:
+            algo: PPO or a :class:`baselines.PolicyRunner` on :attr:`venv`.
+            label: what trains, for progress bars and plots (``"R-Mix"``, ``"RL-Mix"``).
+            payload: the algorithm's part of a checkpoint (policy or agent state).
+            on_save: called after each checkpoint (e.g. to export ``agent.zip``).
+            stop_after: stop after this epoch (checkpointed; continue with ``resume``).
+
+        Returns:
+            The metrics dict written to ``metrics.json``.
+        """
+        cfg, t, log = self.cfg, self.trainer, self.log
+        last = min(cfg.trainer.epochs, stop_after or cfg.trainer.epochs)
+        if self.resumed and t.epoch >= cfg.trainer.epochs:
+            raise ConfigError(
+                f"nothing to do: the run in '{self.out}' already has its {cfg.trainer.epochs} "
+                "epochs (raise trainer.epochs in a new run to train longer)"
+            )
+        extra = {"policy": cfg.policy, "reward": cfg.env.reward, "seed": cfg.seed}
+
+        def save() -> None:
+            state = {
+                "config": cfg.to_dict(),
+                "env": self.batch_env.state_dict(),
+                "history": log.history,
+                "timings": log.timings,
+                "np_random": numpy_rng_state(),
+                **payload(),
+            }
+            save_checkpoint(self.out / "checkpoint.pt", state)
+            if on_save is not None:
+                on_save()
+            log.write(extra)
+
+        remaining = max(0, last - t.epoch) * t.steps_per_epoch * self.venv.num_envs
+        code = 1
+        try:
+            with StopFlag() as stop:
+                callbacks: list[BaseCallback] = [
+                    EpochLogCallback(log, cfg.mix.k, diagnostics=cfg.mix.mixer == "rmix")
+                ]
+                if self.progress:
+                    callbacks.append(ProgressCallback(log, cfg.trainer.epochs, label))
+                callbacks += [
+                    CheckpointCallback(
+                        save,
+                        lambda: t.epoch,
+                        every=cfg.trainer.checkpoint_every,
+                        last=last,
+                        stopped=lambda: stop.stopped,
+                    ),
+                    StopCallback(lambda: stop.stopped),
+                ]
+                if self.resumed:
+                    set_numpy_rng_state(self.state["np_random"])
+                if remaining:
+                    algo.learn(
+                        remaining,
+                        callback=CallbackList(callbacks),
+                        reset_num_timesteps=not self.resumed,
+                    )
+                stop.check()
+            code = 0
+        except RlmixError as e:
+            code = e.exit_code
+            raise
+        finally:
+            if isinstance(self.batch_env, DistributedMixupEnv):
+                self.batch_env.close(code)
+            log.close()
+        log.write(extra)
+        if log.history:
+            plot_curves({label: [log.history]}, self.out / "accuracy.png")
+        return {**extra, "final": log.history[-1] if log.history else {}, "epochs": log.history}
+
+
+def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dict[str, str]) -> str:
+    """The end-of-run report both commands print: final metrics, the policy, where files went."""
+    final, out = metrics["final"], Path(out)
+    lines = [f"{metrics['policy']} finished ({len(metrics['epochs'])} epochs)"]
+    for key, label in (("top1", "test top-1"), ("ece", "test ECE"), ("fgsm_error", "FGSM error")):
+        if key in final:
+            lines.append(f"  final {label:<13}{100 * final[key]:7.2f} %")
+    rewards = [row["reward"] for row in metrics["epochs"]]
+    if rewards:
+        lines.append(
+            f"  mean reward       {sum(rewards) / len(rewards):9.4f}  ({metrics['reward']})"
+        )
+    if "policy_entropy_frac" in final:
+        frac = final["policy_entropy_frac"]
+        lines.append(f"  policy entropy    {100 * frac:7.1f} % of ln K (last epoch)")
+        if frac > NEAR_UNIFORM and metrics["policy"] == "agent":
+            lines.append(
+                f"  note: the policy stayed near uniform: reward '{metrics['reward']}' gave the "
+                "agent nothing it could learn (see README, 'Does the agent learn?')"
+            )
+    lines.append(f"  wall time         {wall:7.1f} s")
+    lines.append(f"  metrics           {out / 'metrics.json'}")
+    lines += [f"  {name:<18}{path}" for name, path in files.items()]
+    lines.append(f"  TensorBoard       tensorboard --logdir {out / 'tb'}")
+    return "\n".join(lines)
+
+
+__all__ = ["Run", "summary"]
