@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench lint setup clean
+.PHONY: run test bench study lint setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(ARGS)
+
+# The README's headline study on real Fashion-MNIST (apt-get install dataset-fashion-mnist).
+STUDY_ARGS ?= --policies vanilla,mixup,cutmix_plus,constant,rmix,agent \
+	--reward grad_cosine --reward grad_cosine_mean --seeds 0 1 2 --jobs 2
+study: $(STAMP)
+	$(PY) -m rlmix.compare --config fashion_mnist_study --out runs/study $(STUDY_ARGS) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

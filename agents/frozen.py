@@ -70,17 +70,11 @@ class FrozenAgent(FixedPolicy):
         with torch.no_grad():
             return self.policy.get_distribution(tensors).distribution
 
-    def predict(
-        self,
-        observation: dict[str, np.ndarray],
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, None]:
+    def choose(self, observation: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
         dist = self._distribution(observation)
         greedy = deterministic or self.deterministic
         actions = dist.probs.argmax(dim=-1) if greedy else dist.sample()
-        return actions.numpy().astype(np.int64), None
+        return actions.numpy().astype(np.int64)
 
     def action_probs(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         probs = self._distribution(observation).probs.numpy()

@@ -48,6 +48,10 @@ class FixedPolicy:
         """Per-image action indices (B,)."""
         return np.zeros(batch_size, dtype=np.int64)
 
+    def choose(self, observation: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
+        """The actions (B,) for slot observations; fixed policies ignore what they see."""
+        return self.act(len(observation["saliency"]))
+
     def predict(
         self,
         observation: dict[str, np.ndarray],
@@ -55,7 +59,8 @@ class FixedPolicy:
         episode_start: Any = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, None]:
-        return self.act(len(observation["saliency"])), None
+        """SB3's ``predict``: ``(actions (B,), None)``."""
+        return self.choose(observation, deterministic), None
 
     def action_probs(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         return self.probs(len(observation["saliency"]))

@@ -56,7 +56,8 @@ class PolicyRunner:
             self.num_timesteps = 0
         end = self.num_timesteps + total_timesteps
         callback.on_training_start(locals(), globals())
-        self._last_obs = self.env.reset()
+        if reset_num_timesteps or self._last_obs is None:  # as SB3: a later call goes on
+            self._last_obs = self.env.reset()
         running = True
         while running and self.num_timesteps < end:
             running = self._rollout(callback, end)

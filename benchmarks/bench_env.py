@@ -8,16 +8,16 @@ Every variant drives its own :class:`envs.MixupEnv` built from the embedded defa
 (``rlmix.config.load_config(None, overrides)``), exactly as the training commands do:
 
 - vanilla: policy ``vanilla`` with ``env.reward=none`` (plain training: no saliency pass);
-- rmix: policy ``rmix`` (R-Mix, uniformly random top-k), ``rlmix.train.resolve_fixed_config``;
-- rlmix: the PPO agent (``rlmix.train_agent.agent_config`` + ``agents.ppo.make_ppo``), one
-  ``model.learn`` call of one epoch of steps: the rollout plus the PPO update that follows it.
+- rmix: policy ``rmix`` (R-Mix, uniformly random top-k) with the config's reward;
+- rlmix: the PPO agent, its rollouts and the PPO updates that follow them.
 
-An epoch is one ``reset()`` and steps until ``truncated`` (for the agent, SB3 resets the env
-inside ``learn``), including the test evaluation the config asks for. No logging, progress bars
-or checkpoints. A model written ``name:N`` runs a short epoch of N steps instead of the default
-epoch: ``data.options`` shrink the training split to N batches, evaluation is off, and the agent's
-rollout is those N steps (``agent.n_steps = agent.batch_size = N``), so its PPO update is
-amortised over N steps only, a pessimistic share. Figures are medians: seconds per epoch and
+Each epoch is one ``learn`` call of one epoch of decisions on the image-slot env
+(:func:`benchmarks.common.epoch_runner`: :class:`baselines.PolicyRunner` for the fixed policies,
+``EpochPPO`` for the agent, as the training commands run them), including the test evaluation the
+config asks for; no logging, progress bars or checkpoints. A model written ``name:N`` runs a
+short epoch of N steps instead of the default epoch: ``data.options`` shrink the training split
+to N batches, evaluation is off, and the agent's rollout is those N steps (``agent.n_steps = N``),
+so its PPO update is amortised over N steps only, a pessimistic share. Figures are medians: seconds per epoch and
 milliseconds per step (epoch time / steps), alternating the variants within every repeat.
 
 Target: RL-Mix epoch <= 1.15x R-Mix epoch (the paper reports 2.0x), for every model.
@@ -37,14 +37,17 @@ import torch
 from benchmarks.common import (
     Target,
     add_common_args,
-    check_common_args,
+    add_models_arg,
+    epoch_runner,
     format_table,
     header_line,
+    main_of,
     medians,
-    print_targets,
+    new_parser,
+    parse,
+    report,
     spread,
     time_alternating,
-    write_json,
 )
 from rlmix.config import Config, load_config, parse_override
 from rlmix.errors import RlmixError
@@ -56,17 +59,12 @@ VARIANTS = ("vanilla", "rmix", "rlmix")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_env",
-        description="Median time of an environment epoch with plain training, the R-Mix random "
+    p = new_parser(
+        "bench_env",
+        "Median time of an environment epoch with plain training, the R-Mix random "
         "policy and the RL-Mix PPO agent (update included), same config, one process.",
     )
-    p.add_argument(
-        "--models",
-        default="resnet_tiny,preactresnet18:2",
-        help="comma-separated model names; name:N runs short epochs of N steps without "
-        "evaluation (default resnet_tiny,preactresnet18:2)",
-    )
+    add_models_arg(p, "resnet_tiny,preactresnet18:2", short_epochs=True)
     p.add_argument(
         "--set",
         dest="overrides",
@@ -129,7 +127,6 @@ def base_config(
                 "trainer.epochs": 10_000,
                 "env.eval_every": 10_000,
                 "agent.n_steps": short_steps,
-                "agent.batch_size": short_steps,
             }
         )
     overrides.update(dict(parse_override(o) for o in args.overrides))
@@ -138,32 +135,8 @@ def base_config(
 
 def make_runners(cfg: Config) -> tuple[dict[str, Callable[[], object]], dict[str, Any]]:
     """One epoch-running function per variant, each with its own env; and shared facts."""
-    from agents.ppo import make_ppo
-    from baselines import make_policy
-    from envs import MixupEnv
-    from rlmix.train import resolve_fixed_config
-    from rlmix.train_agent import agent_config
-
-    def fixed(policy_name: str, cfg_in: Config) -> Callable[[], int]:
-        cfg_p = resolve_fixed_config(cfg_in, policy_name)
-        env = MixupEnv(cfg_p)
-        policy = make_policy(policy_name, env.action_space, seed=cfg_p.seed)
-
-        def epoch() -> int:
-            obs, _ = env.reset()
-            steps, truncated = 0, False
-            while not truncated:
-                action, _ = policy.predict(obs)
-                obs, _, _, truncated, _ = env.step(action)
-                steps += 1
-            return steps
-
-        return epoch
-
-    plain = load_config(cfg.to_dict(), {"env.reward": "none"})
-    agent_env = MixupEnv(agent_config(cfg))
-    steps = agent_env.trainer.steps_per_epoch
-    model = make_ppo(agent_env, agent_config(cfg))
+    runners = {name: epoch_runner(name, cfg)[0] for name in ("vanilla", "rmix")}
+    runners["rlmix"], model = epoch_runner("rlmix", cfg)
     update_s: list[float] = []
     train = model.train
 
@@ -173,18 +146,7 @@ def make_runners(cfg: Config) -> tuple[dict[str, Callable[[], object]], dict[str
         update_s.append(time.perf_counter() - start)
 
     model.train = timed_train  # type: ignore[method-assign]
-    first = [True]
-
-    def agent_epoch() -> None:
-        model.learn(total_timesteps=steps, reset_num_timesteps=first[0])
-        first[0] = False
-
-    runners = {
-        "vanilla": fixed("vanilla", plain),
-        "rmix": fixed("rmix", cfg),
-        "rlmix": agent_epoch,
-    }
-    return runners, {"steps": steps, "ppo_update_s": update_s}
+    return runners, {"steps": model.env.trainer.steps_per_epoch, "ppo_update_s": update_s}
 
 
 def bench_model(
@@ -271,18 +233,13 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     for name, short in models:
         print(f"  {name}{'' if short is None else f' ({short}-step epochs)'}:", flush=True)
         rows.append(bench_model(name, short, args, device))
-    print(format_table(HEADERS, table_rows(rows), left=2), flush=True)
-    targets = targets_for(rows)
-    print_targets(targets)
-    write_json(args.json, NAME, args, device, rows, targets)
-    return {"rows": rows, "targets": [t.to_dict() for t in targets]}
+    table = format_table(HEADERS, table_rows(rows), left=2)
+    return report(NAME, args, device, table, rows, targets_for(rows))
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p = build_parser()
-    args = p.parse_args(argv)
-    device = check_common_args(p, args)
+    p, args, device = parse(build_parser, argv)
     try:
         parse_models(args.models)
         for text in args.overrides:
@@ -292,9 +249,7 @@ def execute(argv: list[str] | None = None) -> dict:
     return run(args, device)
 
 
-def main(argv: list[str] | None = None) -> int:
-    execute(argv)
-    return 0
+main = main_of(execute)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,13 +38,15 @@ import torch
 from benchmarks.common import (
     Target,
     add_common_args,
-    check_common_args,
+    add_models_arg,
+    epoch_runner,
     format_table,
     header_line,
-    print_targets,
-    write_json,
+    main_of,
+    new_parser,
+    parse,
+    report,
 )
-from rlmix.config import Config
 
 NAME = "memory"
 VARIANTS = ("vanilla", "rmix", "rlmix")
@@ -53,17 +54,12 @@ LIMIT = 1.3  # RL-Mix peak / R-Mix peak
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_memory",
-        description="Peak memory (MiB) of plain training, R-Mix and RL-Mix, each variant in a "
+    p = new_parser(
+        "bench_memory",
+        "Peak memory (MiB) of plain training, R-Mix and RL-Mix, each variant in a "
         "fresh subprocess running the same epochs through the environment.",
     )
-    p.add_argument(
-        "--models",
-        default="resnet_tiny,preactresnet18:2",
-        help="comma-separated model names; name:N runs short epochs of N steps without "
-        "evaluation (default resnet_tiny,preactresnet18:2)",
-    )
+    add_models_arg(p, "resnet_tiny,preactresnet18:2", short_epochs=True)
     p.add_argument("--epochs", type=int, default=1, help="epochs per process (default 1)")
     p.add_argument(
         "--set",
@@ -112,7 +108,7 @@ def worker(args: argparse.Namespace, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory(prefix="rlmix-bench-") as root:
         cfg = base_config(model, short, args, device, root)
         start = time.perf_counter()
-        epoch = _epoch_runner(args.worker, cfg)
+        epoch, _ = epoch_runner(args.worker, cfg)
         setup = rss_mib("VmRSS")
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -130,44 +126,6 @@ def worker(args: argparse.Namespace, device: torch.device) -> dict:
         if device.type == "cuda":
             out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
-
-
-def _epoch_runner(variant: str, cfg: Config) -> Callable[[], None]:
-    """Build one variant's env (and agent) as the training commands do; return its epoch."""
-    from envs import MixupEnv
-
-    if variant == "rlmix":
-        from agents.ppo import make_ppo
-        from rlmix.train_agent import agent_config
-
-        env = MixupEnv(agent_config(cfg))
-        model = make_ppo(env, agent_config(cfg))
-        steps = env.trainer.steps_per_epoch
-        first = [True]
-
-        def learn() -> None:
-            model.learn(total_timesteps=steps, reset_num_timesteps=first[0])
-            first[0] = False
-
-        return learn
-
-    from baselines import make_policy
-    from rlmix.config import load_config
-    from rlmix.train import resolve_fixed_config
-
-    if variant == "vanilla":
-        cfg = load_config(cfg.to_dict(), {"env.reward": "none"})
-    cfg = resolve_fixed_config(cfg, variant)
-    env = MixupEnv(cfg)
-    policy = make_policy(variant, env.action_space, seed=cfg.seed)
-
-    def epoch() -> None:
-        obs, _ = env.reset()
-        truncated = False
-        while not truncated:
-            obs, _, _, truncated, _ = env.step(policy.predict(obs)[0])
-
-    return epoch
 
 
 def spawn(variant: str, model: str, args: argparse.Namespace) -> dict:
@@ -276,18 +234,13 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
                 )
         for variant in VARIANTS:
             rows.append(_median_run(runs[variant]))
-    print(format_table(HEADERS, table_rows(rows), left=2), flush=True)
-    targets = targets_for(rows)
-    print_targets(targets)
-    write_json(args.json, NAME, args, device, rows, targets)
-    return {"rows": rows, "targets": [t.to_dict() for t in targets]}
+    table = format_table(HEADERS, table_rows(rows), left=2)
+    return report(NAME, args, device, table, rows, targets_for(rows))
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p = build_parser()
-    args = p.parse_args(argv)
-    device = check_common_args(p, args)
+    p, args, device = parse(build_parser, argv)
     if args.epochs < 1:
         p.error("--epochs must be >= 1")
     if args.worker:
@@ -303,9 +256,7 @@ def execute(argv: list[str] | None = None) -> dict:
     return run(args, device)
 
 
-def main(argv: list[str] | None = None) -> int:
-    execute(argv)
-    return 0
+main = main_of(execute)
 
 
 if __name__ == "__main__":

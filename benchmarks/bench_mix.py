@@ -41,15 +41,16 @@ from benchmarks.common import (
     Target,
     add_common_args,
     calls_per_sample,
-    check_common_args,
     format_table,
     header_line,
+    main_of,
     make_timer,
     medians,
-    print_targets,
+    new_parser,
+    parse,
+    report,
     spread,
     time_alternating,
-    write_json,
 )
 from rlmix.mixing import (
     cutmix,
@@ -126,9 +127,9 @@ def reference_threshold_rmix(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_mix",
-        description="Median time (ms per call) of the mixing operators alone: rlmix's R-Mix, "
+    p = new_parser(
+        "bench_mix",
+        "Median time (ms per call) of the mixing operators alone: rlmix's R-Mix, "
         "CutMix and Mixup, torchvision's v2 CutMix and MixUp, and R-Mix with the reference "
         "code's O(B^2) threshold, over a grid of batch sizes and image sides.",
     )
@@ -350,19 +351,14 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
                 f"  B={b} S={s}: rmix {r['rmix_ms']:.3g} ms, tv CutMix {r['tv_cutmix_ms']:.3g} ms",
                 flush=True,
             )
-    print(format_table(HEADERS, table_rows(rows, step_ms)), flush=True)
-    targets = targets_for(rows, step_ms)
-    print_targets(targets)
+    table = format_table(HEADERS, table_rows(rows, step_ms))
     results = {"step_ms": step_ms, "rows": rows}
-    write_json(args.json, NAME, args, device, results, targets)
-    return {**results, "targets": [t.to_dict() for t in targets]}
+    return report(NAME, args, device, table, results, targets_for(rows, step_ms))
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p = build_parser()
-    args = p.parse_args(argv)
-    device = check_common_args(p, args)
+    p, args, device = parse(build_parser, argv)
     try:
         batches = [int(t) for t in args.batches.split(",")]
         sides = [int(t) for t in args.sides.split(",")]
@@ -377,9 +373,7 @@ def execute(argv: list[str] | None = None) -> dict:
     return run(args, device)
 
 
-def main(argv: list[str] | None = None) -> int:
-    execute(argv)
-    return 0
+main = main_of(execute)
 
 
 if __name__ == "__main__":

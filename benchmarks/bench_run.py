@@ -27,12 +27,13 @@ import torch
 from benchmarks.common import (
     Target,
     add_common_args,
-    check_common_args,
     format_table,
     header_line,
+    main_of,
     median,
-    print_targets,
-    write_json,
+    new_parser,
+    parse,
+    report,
 )
 
 NAME = "run"
@@ -47,9 +48,9 @@ FIGURES = {  # label in the command's summary -> key
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_run",
-        description="Wall time (s) of `python -m rlmix.train_agent` with no options, run as a "
+    p = new_parser(
+        "bench_run",
+        "Wall time (s) of `python -m rlmix.train_agent` with no options, run as a "
         "subprocess into a temporary --out directory.",
     )
     p.add_argument(
@@ -130,29 +131,22 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
         f"{wall:.1f}",
         *(f"{last[k]:.2f}" if k in last else "-" for k in list(FIGURES.values())[:4]),
     ]
-    print(format_table(HEADERS, [row]), flush=True)
     targets = []
     if args.epochs is None:
         targets.append(Target("default train_agent run, wall time", wall, LIMIT_S, unit="s"))
-    print_targets(targets)
     results = {"wall_s": wall, "runs": runs}
-    write_json(args.json, NAME, args, device, results, targets)
-    return {**results, "targets": [t.to_dict() for t in targets]}
+    return report(NAME, args, device, format_table(HEADERS, [row]), results, targets)
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p = build_parser()
-    args = p.parse_args(argv)
-    device = check_common_args(p, args)
+    p, args, device = parse(build_parser, argv)
     if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be >= 1")
     return run(args, device)
 
 
-def main(argv: list[str] | None = None) -> int:
-    execute(argv)
-    return 0
+main = main_of(execute)
 
 
 if __name__ == "__main__":

@@ -30,27 +30,20 @@ import torch
 from benchmarks.common import (
     Target,
     add_common_args,
+    add_models_arg,
     autocast,
-    check_common_args,
     format_table,
     header_line,
+    main_of,
     medians,
-    print_targets,
+    new_parser,
+    parse,
+    report,
     spread,
     time_alternating,
-    write_json,
 )
+from rlmix import mixing
 from rlmix.losses import soft_ce
-from rlmix.mixing import (
-    cutmix,
-    mixup,
-    one_hot,
-    rmix,
-    sample_grid,
-    sample_lam,
-    sample_perm,
-    sample_q,
-)
 from rlmix.models import create_model, list_models
 from rlmix.saliency import input_saliency, pool_saliency
 
@@ -62,16 +55,12 @@ TARGET_MODEL = "preactresnet18"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_step",
-        description="Median training-step time (ms) of vanilla, Mixup, CutMix and R-Mix on one "
+    p = new_parser(
+        "bench_step",
+        "Median training-step time (ms) of vanilla, Mixup, CutMix and R-Mix on one "
         "batch, alternating within each repeat, with the R-Mix saliency and mixing parts.",
     )
-    p.add_argument(
-        "--models",
-        default="resnet_tiny,preactresnet18",
-        help="comma-separated model names (default resnet_tiny,preactresnet18)",
-    )
+    add_models_arg(p, "resnet_tiny,preactresnet18")
     p.add_argument("--batch-size", type=int, default=100, help="images per step (default 100)")
     p.add_argument("--image-size", type=int, default=32, help="image side S in pixels (default 32)")
     p.add_argument("--num-classes", type=int, default=100, help="classes N (default 100)")
@@ -116,7 +105,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     )
     x = torch.rand(b, 3, s, s, generator=gen).to(device)
     labels = torch.randint(n, (b,), generator=gen).to(device)
-    y = one_hot(labels, n)
+    y = mixing.one_hot(labels, n)
     amp = bool(getattr(args, "amp", False))
 
     def train_step(x_in: torch.Tensor, y_in: torch.Tensor) -> None:
@@ -133,17 +122,19 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         return sal.float()
 
     def mix_rmix(sal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lam = sample_lam(1.0, gen)
-        perm = sample_perm(b, gen, device=device)
-        pooled = pool_saliency(sal, sample_grid(grids, gen))
-        return rmix(x, y, pooled, sample_q(b, args.k, gen).to(device), lam, perm)
+        lam = mixing.sample_lam(1.0, gen)
+        perm = mixing.sample_perm(b, gen, device=device)
+        pooled = pool_saliency(sal, mixing.sample_grid(grids, gen))
+        return mixing.rmix(x, y, pooled, mixing.sample_q(b, args.k, gen).to(device), lam, perm)
 
     def mix_mixup() -> tuple[torch.Tensor, torch.Tensor]:
-        return mixup(x, y, sample_lam(1.0, gen), sample_perm(b, gen, device=device))
+        return mixing.mixup(
+            x, y, mixing.sample_lam(1.0, gen), mixing.sample_perm(b, gen, device=device)
+        )
 
     def mix_cutmix() -> tuple[torch.Tensor, torch.Tensor]:
-        lam, perm = sample_lam(1.0, gen), sample_perm(b, gen, device=device)
-        return cutmix(x, y, lam, perm, generator=gen)
+        lam, perm = mixing.sample_lam(1.0, gen), mixing.sample_perm(b, gen, device=device)
+        return mixing.cutmix(x, y, lam, perm, generator=gen)
 
     fixed_sal = saliency()
     timed: dict[str, Callable[[], object]] = {
@@ -242,18 +233,14 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
             f"vanilla {r['vanilla_ms']:.1f} ms, rmix {r['rmix_ms']:.1f} ms",
             flush=True,
         )
-    print(format_table(HEADERS, table_rows(rows)), flush=True)
-    targets = targets_for(rows)
-    print_targets(targets)
-    write_json(args.json, NAME, args, device, rows, targets)
-    return {"rows": rows, "targets": [t.to_dict() for t in targets]}
+    return report(
+        NAME, args, device, format_table(HEADERS, table_rows(rows)), rows, targets_for(rows)
+    )
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p = build_parser()
-    args = p.parse_args(argv)
-    device = check_common_args(p, args)
+    p, args, device = parse(build_parser, argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in names if m not in list_models()]
     if not names or unknown:
@@ -266,9 +253,7 @@ def execute(argv: list[str] | None = None) -> dict:
     return run(args, device)
 
 
-def main(argv: list[str] | None = None) -> int:
-    execute(argv)
-    return 0
+main = main_of(execute)
 
 
 if __name__ == "__main__":

@@ -329,3 +329,87 @@ def autocast(device: torch.device, enabled: bool) -> torch.autocast:
         dtype=torch.bfloat16,
         enabled=enabled and device.type == "cuda",
     )
+
+
+def epoch_runner(variant: str, cfg: Any) -> tuple[Callable[[], None], Any]:
+    """One classifier epoch of ``variant`` per call, run exactly as the training commands run it
+    (the image-slot env, :class:`baselines.PolicyRunner` or the PPO agent with its updates) but
+    without logs, progress bars or checkpoints; and the algorithm.
+
+    Variants: ``vanilla`` (plain training, ``env.reward=none``: no saliency pass), ``rmix`` (the
+    R-Mix random policy, with the config's reward) and ``rlmix`` (the PPO agent).
+    """
+    from agents.ppo import make_ppo
+    from baselines import PolicyRunner, make_policy
+    from envs import ImageSlotVecEnv, MixupEnv
+    from rlmix.config import load_config
+    from rlmix.train import resolve_fixed_config
+    from rlmix.train_agent import agent_config
+
+    if variant == "rlmix":
+        cfg = agent_config(cfg)
+        venv = ImageSlotVecEnv(MixupEnv(cfg))
+        algo = make_ppo(venv, cfg)
+    else:
+        if variant == "vanilla":
+            cfg = load_config(cfg.to_dict(), {"env.reward": "none"})
+        cfg = resolve_fixed_config(cfg, variant)
+        venv = ImageSlotVecEnv(MixupEnv(cfg))
+        algo = PolicyRunner(make_policy(variant, venv.action_space, seed=cfg.seed), venv)
+    decisions = venv.trainer.steps_per_epoch * venv.num_envs
+    first = [True]
+
+    def epoch() -> None:
+        algo.learn(decisions, reset_num_timesteps=first[0])
+        first[0] = False
+
+    return epoch, algo
+
+
+def report(
+    name: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    table: str,
+    results: Any,
+    targets: Sequence[Target],
+) -> dict:
+    """Print a benchmark's table and targets, write its JSON (``--json``); return its results
+    (``rows`` when ``results`` is a list) with the targets."""
+    print(table, flush=True)
+    print_targets(targets)
+    write_json(args.json, name, args, device, results, targets)
+    out = {"rows": results} if isinstance(results, list) else dict(results)
+    return {**out, "targets": [t.to_dict() for t in targets]}
+
+
+def parse(
+    build_parser: Callable[[], argparse.ArgumentParser], argv: list[str] | None
+) -> tuple[argparse.ArgumentParser, argparse.Namespace, torch.device]:
+    """Parse a benchmark's command line and check the common options."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    return p, args, check_common_args(p, args)
+
+
+def main_of(execute: Callable[[list[str] | None], dict]) -> Callable[[list[str] | None], int]:
+    """A benchmark's ``main``: run ``execute`` and exit 0 (errors exit through argparse)."""
+
+    def main(argv: list[str] | None = None) -> int:
+        execute(argv)
+        return 0
+
+    return main
+
+
+def new_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The parser of ``python -m benchmarks.<name>``."""
+    return argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
+
+
+def add_models_arg(p: argparse.ArgumentParser, default: str, short_epochs: bool = False) -> None:
+    """``--models``: comma-separated model names (``name:N``: short epochs of N steps)."""
+    extra = "; name:N runs short epochs of N steps without evaluation" if short_epochs else ""
+    p.add_argument(
+        "--models", default=default, help=f"comma-separated model names{extra} (default {default})"
+    )

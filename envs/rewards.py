@@ -27,7 +27,7 @@ name                   kind       what it pays
 ``val_loss_drop``      batch      drop of the held-out loss (``data.val_size`` images
                                   carved from the training split) across the step
 ``test_acc_gain``      batch      test top-1 gain since the previous evaluation
-``probe_rank``         per image  a learnability probe with a known optimum (see below)
+``probe_rank``         per image  a learnability probe with a known, context-dependent optimum
 ``none``               batch      always 0
 =====================  =========  ==========================================================
 
@@ -238,31 +238,35 @@ def test_acc_gain(inputs: RewardInputs) -> float:
     return inputs.test_metrics["top1"] - prev
 
 
-def probe_targets(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``probe_rank`` optimum (B,) long: ``floor(K * rank / B)`` where ``rank`` is the
-    image's position (0 = least confident) when the batch is sorted by top-1 probability."""
-    b = logits.shape[0]
-    confidence = logits.float().softmax(dim=1).amax(dim=1)
-    rank = torch.empty(b, dtype=torch.long, device=logits.device)
-    rank[torch.argsort(confidence, stable=True)] = torch.arange(b, device=logits.device)
+def probe_targets(pooled: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``probe_rank`` optimum (B,) long from pooled saliency maps (B, g, g): ``floor(K *
+    rank / B)``, where ``rank`` is the image's position (0 = smallest) when the batch is sorted
+    by its largest saliency cell (ties by batch order)."""
+    b = pooled.shape[0]
+    peak = pooled.flatten(1).amax(dim=1)
+    rank = torch.empty(b, dtype=torch.long, device=pooled.device)
+    rank[torch.argsort(peak, stable=True)] = torch.arange(b, device=pooled.device)
     return torch.div(rank * k, b, rounding_mode="floor")
 
 
-@register_reward("probe_rank")
+@register_reward("probe_rank", clean_saliency=True)
 def probe_rank(inputs: RewardInputs) -> torch.Tensor:
-    """A learnability probe: 1 for an image whose action is its batch decile of confidence.
+    """A learnability probe: ``cos(2 pi (a_i - t_i) / K)`` per image, ``t_i`` its target.
 
-    The optimum is context-dependent: the best action of an image is :func:`probe_targets`,
-    ``floor(K * rank / B)`` of its top-1-probability rank in the batch, which the slot
-    observation's ``confidence_rank`` shows. The targets split the batch evenly over the K
-    actions, so every policy that ignores the observation scores 1/K in expectation; the
-    optimum scores 1. It says nothing about mix-up quality: use it to check that an agent
-    learns. (Under torchrun, ranks are taken within each rank's shard.)
+    The target of an image is :func:`probe_targets`: ``floor(K * rank / B)`` of the rank of its
+    pooled saliency peak in the batch, which the slot observation's ``saliency_peak_rank``
+    shows, so the optimum is context-dependent. The targets split the batch evenly over the K
+    actions and the cosines of all K offsets sum to 0, so every policy that ignores the
+    observation scores 0 in expectation; the optimum scores 1, and a near miss still earns
+    something (a dense signal). It says nothing about mix-up quality: use it to check that an
+    agent learns. (Under torchrun, ranks are taken within each rank's shard.)
     """
-    if inputs.logits is None or inputs.action is None:
-        raise ValueError("probe_rank needs the observation's logits and the actions")
-    target = probe_targets(inputs.logits, inputs.k)
-    return (inputs.action.to(target.device) == target).double()
+    if inputs.clean_saliency is None or inputs.action is None:
+        raise ValueError("probe_rank needs the clean saliency and the actions")
+    pooled = pool_saliency(inputs.clean_saliency.float(), inputs.obs_grid).clamp_(0.0, 1.0)
+    target = probe_targets(pooled, inputs.k)
+    offset = inputs.action.to(target.device).double() - target.double()
+    return torch.cos(2 * torch.pi * offset / inputs.k)
 
 
 @register_reward("none")

@@ -87,6 +87,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}")
 
 
+def training_parser(prog: str, description: str, reward_help: str) -> ArgumentParser:
+    """The parser of a training command: config options, ``--reward`` and the run options."""
+    p = ArgumentParser(prog=prog, description=description)
+    add_config_args(p)
+    p.add_argument("--reward", help=reward_help)
+    add_run_args(p)
+    return p
+
+
 def one_line(message: str) -> str:
     """``message`` with its lines joined, so that an error is always one line on stderr."""
     return " ".join(line.strip() for line in message.splitlines() if line.strip())

@@ -236,12 +236,14 @@ def _cell(mean_sd: tuple[float, float]) -> str:
     return f"{mean_sd[0]:.2f} ± {mean_sd[1]:.2f}"
 
 
-def _diff_cell(d: PairedDifference | None) -> str:
+def _diff_cell(d: PairedDifference | None, digits: int = 2) -> str:
+    """``+1.23 [+0.40, +2.06]*``: the mean difference, its interval, * when it excludes 0."""
     if d is None:
         return "—"
     if d.n < 2:
-        return f"{d.mean:+.2f}"
-    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]{'*' if d.excludes_zero else ''}"
+        return f"{d.mean:+.{digits}f}"
+    mark = "*" if d.excludes_zero else ""
+    return f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]{mark}"
 
 
 def summarise(results: list[Result], reference: str, confidence: float) -> list[dict[str, Any]]:
@@ -324,21 +326,13 @@ def to_markdown(rows: list[dict[str, Any]], title: str, reference: str, confiden
                 r["policy"],
                 str(r["seeds"]),
                 f"{r['reward_run_mean']:.4f} ± {r['reward_run_std']:.4f}",
-                _diff_cell4(r.get("reward_run_diff")),
+                _diff_cell(r.get("reward_run_diff"), 4),
                 f"{r['reward_last_mean']:.4f} ± {r['reward_last_std']:.4f}",
-                _diff_cell4(r.get("reward_last_diff")),
+                _diff_cell(r.get("reward_last_diff"), 4),
                 _cell((r["entropy_frac_last_mean"], r["entropy_frac_last_std"])),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _diff_cell4(d: PairedDifference | None) -> str:
-    if d is None:
-        return "—"
-    if d.n < 2:
-        return f"{d.mean:+.4f}"
-    return f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]{'*' if d.excludes_zero else ''}"
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

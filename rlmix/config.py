@@ -96,7 +96,7 @@ class AgentConfig:
         10  # env steps (batches) per rollout, at most; a rollout also ends at an epoch end
     )
     batch_size: int = 250  # PPO minibatch size, in decisions (one per image)
-    n_epochs: int = 4  # PPO epochs per rollout
+    n_epochs: int = 10  # PPO epochs per rollout
     gamma: float = 0.0  # discount: 0, each image's reward answers its own action
     gae_lambda: float = 0.95  # GAE lambda (no effect at gamma 0)
     clip_range: float = 0.2  # PPO ratio clip (per image)

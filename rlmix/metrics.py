@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -471,17 +472,7 @@ def summarize(
     return {k: float(v) for k, v in results.items()}
 
 
-def evaluate(
-    model: nn.Module,
-    loader: Iterable,
-    *,
-    fgsm: bool = True,
-    eps: float = 8 / 255,
-    localization: bool = True,
-    progress: bool = False,
-    desc: str = "eval",
-    device: torch.device | str | None = None,
-) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: Iterable, **options: Any) -> dict[str, float]:
     """Test metrics over a loader, as plain Python floats.
 
     The loader yields ``(x, y)`` or ``(x, y, boxes)`` batches: x (B, C, H, W) float in [0, 1],
@@ -492,27 +483,16 @@ def evaluate(
         model: classifier taking [0, 1] pixels; evaluated in eval mode, each module's previous mode
             restored afterwards.
         loader: any iterable of batches (e.g. ``rlmix.data.BatchLoader`` or a list).
-        fgsm: also compute the FGSM error rate at ``eps`` (pixel units).
-        localization: also compute GT-known CAM localisation accuracy (IoU >= 0.5) when the loader
-            yields boxes (needs a :class:`rlmix.models.base.Classifier`).
-        progress: show a tqdm bar (``leave=False``) labelled ``desc``.
-        device: where to run the model; default the device of its first parameter or buffer.
+        **options: those of :func:`collect`: ``fgsm`` (also compute the FGSM error rate at
+            ``eps``, pixel units), ``localization`` (GT-known CAM localisation accuracy, IoU >=
+            0.5, when the loader yields boxes; needs a :class:`rlmix.models.base.Classifier`),
+            ``progress`` and ``desc`` (a tqdm bar), ``device`` (default: the model's).
 
     Returns:
         ``top1``, ``top5``, ``ece``, ``fgsm_error`` (if fgsm), ``loc_acc`` (if localization and
         boxes) as fractions in [0, 1]; ``nll`` in nats.
     """
-    records = collect(
-        model,
-        loader,
-        fgsm=fgsm,
-        eps=eps,
-        localization=localization,
-        progress=progress,
-        desc=desc,
-        device=device,
-    )
-    return summarize(records, fgsm=fgsm)
+    return summarize(collect(model, loader, **options), fgsm=options.get("fgsm", True))
 
 
 __all__ = [

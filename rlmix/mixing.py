@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -98,6 +98,17 @@ def _check_perm(perm: torch.Tensor, batch: int) -> None:
         raise ValueError(f"perm has length {perm.shape[0]} but x has batch size {batch}")
     if perm.device.type == "cpu" and not torch.equal(perm.sort().values, torch.arange(batch)):
         raise ValueError("perm must be a permutation of 0..B-1")
+
+
+def _check_mix(
+    x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, perm: torch.Tensor
+) -> tuple[int, int, int, float]:
+    """Check the arguments every operator takes; returns ``(B, H, W, lam)``."""
+    b, _, h, w = _check_images(x)
+    _check_labels(y, b)
+    lam = _check_lam(lam)
+    _check_perm(perm, b)
+    return b, h, w, lam
 
 
 def _check_pooled(pooled: torch.Tensor, batch: int, h: int, w: int) -> tuple[int, int]:
@@ -367,10 +378,7 @@ def rmix(
     Returns:
         ``(x_mix, y_mix)`` with x's and y's shapes and dtypes.
     """
-    b, _, h, w = _check_images(x)
-    _check_labels(y, b)
-    lam = _check_lam(lam)
-    _check_perm(perm, b)
+    b, h, w, lam = _check_mix(x, y, lam, perm)
     _check_pooled(pooled, b, h, w)
     q = _check_q(q, b)
 
@@ -436,10 +444,7 @@ def cutmix(
     Returns:
         ``(x_mix, y_mix)`` with x's and y's shapes and dtypes.
     """
-    b, _, h, w = _check_images(x)
-    _check_labels(y, b)
-    lam = _check_lam(lam)
-    _check_perm(perm, b)
+    b, h, w, lam = _check_mix(x, y, lam, perm)
     top, bottom, left, right = cutmix_box(h, w, lam, generator) if box is None else box
     x_mix = x.clone()
     x_mix[:, :, top:bottom, left:right] = _rows(x[:, :, top:bottom, left:right], perm)
@@ -459,10 +464,7 @@ def mixup(
     Returns:
         ``(x_mix, y_mix)`` with x's and y's shapes and dtypes.
     """
-    b = _check_images(x)[0]
-    _check_labels(y, b)
-    lam = _check_lam(lam)
-    _check_perm(perm, b)
+    b, _, _, lam = _check_mix(x, y, lam, perm)
     x_dtype = torch.promote_types(x.dtype, torch.float32)
     w_i = torch.full((b, 1, 1), lam, dtype=x_dtype, device=x.device)
     x_mix = _blend(x, perm, w_i, torch.full_like(w_i, 1.0 - lam))
@@ -607,7 +609,8 @@ class RMix(Mixer):
     ``topk_space(k)`` (R-Mix's random top-k).
 
     Args:
-        num_classes, alpha, smoothing, generator, seed: as :class:`Mixer`.
+        num_classes: as :class:`Mixer`; ``alpha``, ``smoothing``, ``generator``, ``seed`` are
+            passed to it as keywords.
         k: size of the top-k space.
         grids: mixing grid sizes to draw from; each must divide the image side.
         saliency_mode: model mode for the saliency pass, "train" or "eval".
@@ -619,17 +622,12 @@ class RMix(Mixer):
         self,
         num_classes: int | None = None,
         *,
-        alpha: float = 1.0,
         k: int = 10,
         grids: Sequence[int] = (2, 4),
-        smoothing: float = 0.0,
         saliency_mode: Literal["train", "eval"] = "train",
-        generator: torch.Generator | None = None,
-        seed: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes, alpha=alpha, smoothing=smoothing, generator=generator, seed=seed
-        )
+        super().__init__(num_classes, **kwargs)
         topk_space(k)  # validates k
         if saliency_mode not in ("train", "eval"):
             raise ValueError(f"saliency_mode must be 'train' or 'eval', got {saliency_mode!r}")

@@ -13,7 +13,9 @@ epochs and after the last), ``metrics.json``, ``timings.json``, ``accuracy.png``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +31,8 @@ from agents.callbacks import (
 from envs import DistributedMixupEnv, ImageSlotVecEnv, MixupEnv, follow
 from rlmix import distributed
 from rlmix.checkpoints import check_writable, load_checkpoint, save_checkpoint
-from rlmix.config import Config, save_config
+from rlmix.cli import overrides_from_args, run_training
+from rlmix.config import Config, load_config, save_config
 from rlmix.errors import ConfigError, RlmixError
 from rlmix.plots import plot_curves
 from rlmix.runlog import RunLog
@@ -180,31 +183,56 @@ class Run:
         return {**extra, "final": log.history[-1] if log.history else {}, "epochs": log.history}
 
 
+def run_command(
+    train: Callable[..., dict[str, Any]],
+    args: argparse.Namespace,
+    *,
+    files: Sequence[str],
+    **flags: object,
+) -> int:
+    """``main`` of a training command: config from ``args`` (``flags`` are more shortcut
+    overrides, e.g. ``policy``), ``train`` under torchrun if launched by it, then the summary
+    (``files``: what the run directory holds besides its metrics)."""
+    cfg = load_config(
+        args.config, overrides_from_args(args, **{"env.reward": args.reward}, **flags)
+    )
+    start = time.perf_counter()
+    metrics = run_training(train, cfg, args)
+    if "exit_code" in metrics:  # a follower rank: rank 0 reports
+        return metrics["exit_code"]
+    paths = {Path(name).stem.replace("_", " "): str(Path(cfg.out) / name) for name in files}
+    print()
+    print(summary(metrics, cfg.out, time.perf_counter() - start, files=paths))
+    return 0
+
+
 def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dict[str, str]) -> str:
     """The end-of-run report both commands print: final metrics, the policy, where files went."""
     final, out = metrics["final"], Path(out)
-    lines = [f"{metrics['policy']} finished ({len(metrics['epochs'])} epochs)"]
+    rows: list[tuple[str, str]] = []
     for key, label in (("top1", "test top-1"), ("ece", "test ECE"), ("fgsm_error", "FGSM error")):
         if key in final:
-            lines.append(f"  final {label:<13}{100 * final[key]:7.2f} %")
+            rows.append((f"final {label}", f"{100 * final[key]:.2f} %"))
     rewards = [row["reward"] for row in metrics["epochs"]]
     if rewards:
-        lines.append(
-            f"  mean reward       {sum(rewards) / len(rewards):9.4f}  ({metrics['reward']})"
-        )
+        rows.append(("mean reward", f"{sum(rewards) / len(rewards):.4f} ({metrics['reward']})"))
+    uniform = False
     if "policy_entropy_frac" in final:
         frac = final["policy_entropy_frac"]
-        lines.append(f"  policy entropy    {100 * frac:7.1f} % of ln K (last epoch)")
-        if frac > NEAR_UNIFORM and metrics["policy"] == "agent":
-            lines.append(
-                f"  note: the policy stayed near uniform: reward '{metrics['reward']}' gave the "
-                "agent nothing it could learn (see README, 'Does the agent learn?')"
-            )
-    lines.append(f"  wall time         {wall:7.1f} s")
-    lines.append(f"  metrics           {out / 'metrics.json'}")
-    lines += [f"  {name:<18}{path}" for name, path in files.items()]
-    lines.append(f"  TensorBoard       tensorboard --logdir {out / 'tb'}")
+        rows.append(("policy entropy", f"{100 * frac:.1f} % of ln K (last epoch)"))
+        uniform = frac > NEAR_UNIFORM and metrics["policy"] == "agent"
+    rows.append(("wall time", f"{wall:.1f} s"))
+    rows.append(("metrics", str(out / "metrics.json")))
+    rows += list(files.items())
+    rows.append(("TensorBoard", f"tensorboard --logdir {out / 'tb'}"))
+    lines = [f"{metrics['policy']} finished ({len(metrics['epochs'])} epochs)"]
+    lines += [f"  {label:<18}{value}" for label, value in rows]
+    if uniform:
+        lines.append(
+            f"  note: the policy stayed near uniform: reward '{metrics['reward']}' gave the agent "
+            "nothing it could learn (README: 'Does the agent learn?')"
+        )
     return "\n".join(lines)
 
 
-__all__ = ["Run", "summary"]
+__all__ = ["Run", "run_command", "summary"]

@@ -16,39 +16,29 @@ The run directory gets ``config.yaml`` (resolved), ``checkpoint.pt`` (atomic), `
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import agents  # noqa: F401  (registers the frozen-agent policy "agent")
 from baselines import PolicyRunner, list_policies, make_policy, policy_mixer
-from rlmix.cli import (
-    ArgumentParser,
-    add_config_args,
-    add_run_args,
-    overrides_from_args,
-    run_main,
-    run_training,
-)
-from rlmix.config import Config, load_config
+from rlmix.cli import ArgumentParser, run_main, training_parser
+from rlmix.config import Config
 from rlmix.errors import ConfigError
-from rlmix.run import Run, summary
+from rlmix.run import Run, run_command
 
 LABELS = {"rmix": "R-Mix", "cutmix_plus": "CutMix+", "mixup": "Mixup", "agent": "frozen agent"}
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m rlmix.train",
-        description="Train a classifier with a fixed mix-up policy (R-Mix, CutMix+, Mixup, "
-        "constant top-k, vanilla, or a frozen RL-Mix agent) through the rlmix environment.",
+    p = training_parser(
+        "python -m rlmix.train",
+        "Train a classifier with a fixed mix-up policy (R-Mix, CutMix+, Mixup, constant top-k, "
+        "vanilla, or a frozen RL-Mix agent) through the rlmix environment.",
+        "reward logged per step (env.reward), e.g. grad_cosine, none",
     )
-    add_config_args(p)
     p.add_argument(
         "--policy", choices=list_policies(), help="fixed policy (config key: policy; default rmix)"
     )
-    p.add_argument("--reward", help="reward logged per step (env.reward), e.g. grad_cosine, none")
-    add_run_args(p)
     return p
 
 
@@ -93,16 +83,8 @@ def train_fixed(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = load_config(
-        args.config, overrides_from_args(args, policy=args.policy, **{"env.reward": args.reward})
-    )
-    start = time.perf_counter()
-    metrics = run_training(train_fixed, cfg, args)
-    if "exit_code" in metrics:  # a follower rank: rank 0 reports
-        return metrics["exit_code"]
-    files = {"checkpoint": f"{cfg.out}/checkpoint.pt", "plot": f"{cfg.out}/accuracy.png"}
-    print(summary(metrics, cfg.out, time.perf_counter() - start, files=files))
-    return 0
+    files = ("checkpoint.pt", "accuracy.png")
+    return run_command(train_fixed, args, files=files, policy=args.policy)
 
 
 if __name__ == "__main__":

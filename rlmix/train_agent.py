@@ -18,41 +18,27 @@ TensorBoard logs under ``tb/`` (``step/``, ``epoch/``, ``policy/``, ``test/``, a
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from agents.ppo import agent_from_bytes, agent_to_bytes, make_ppo
 from rlmix.checkpoints import atomic_write
-from rlmix.cli import (
-    ArgumentParser,
-    add_config_args,
-    add_run_args,
-    overrides_from_args,
-    run_main,
-    run_training,
-)
-from rlmix.config import Config, load_config
+from rlmix.cli import ArgumentParser, run_main, training_parser
+from rlmix.config import Config
 from rlmix.errors import ConfigError
-from rlmix.run import Run, summary
+from rlmix.run import Run, run_command
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m rlmix.train_agent",
-        description="RL-Mix: train a PPO agent (Stable-Baselines3) that chooses, per image, the "
-        "saliency percentile at which R-Mix splits it, while the classifier trains. With no "
-        "arguments it runs the embedded default (generated shapes dataset, small ResNet).",
-    )
-    add_config_args(p)
-    p.add_argument(
-        "--reward",
-        help="reward name (env.reward): grad_cosine (paper), grad_cosine_mean (per image), "
+    return training_parser(
+        "python -m rlmix.train_agent",
+        "RL-Mix: train a PPO agent (Stable-Baselines3) that chooses, per image, the saliency "
+        "percentile at which R-Mix splits it, while the classifier trains. With no arguments it "
+        "runs the embedded default (generated shapes dataset, small ResNet).",
+        "reward name (env.reward): grad_cosine (paper), grad_cosine_mean (per image), "
         "val_loss_drop (needs data.val_size), loss_drop, test_acc_gain, probe_rank, or "
         "module:function",
     )
-    add_run_args(p)
-    return p
 
 
 def agent_config(cfg: Config) -> Config:
@@ -100,19 +86,8 @@ def train_agent(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = load_config(args.config, overrides_from_args(args, **{"env.reward": args.reward}))
-    start = time.perf_counter()
-    metrics = run_training(train_agent, cfg, args)
-    if "exit_code" in metrics:  # a follower rank: rank 0 reports
-        return metrics["exit_code"]
-    files = {
-        "checkpoint": f"{cfg.out}/checkpoint.pt",
-        "agent": f"{cfg.out}/agent.zip",
-        "plot": f"{cfg.out}/accuracy.png",
-    }
-    print()
-    print(summary(metrics, cfg.out, time.perf_counter() - start, files=files))
-    return 0
+    files = ("checkpoint.pt", "agent.zip", "accuracy.png")
+    return run_command(train_agent, args, files=files)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ TINY = {
     "model": {"name": "resnet_tiny"},
     "trainer": {"epochs": 2, "batch_size": 50},
     "env": {"eval_fgsm": True},
-    "agent": {"n_steps": 8, "batch_size": 4, "n_epochs": 2},
+    "agent": {"n_steps": 8, "batch_size": 100, "n_epochs": 2},
 }
 
 
@@ -30,12 +30,17 @@ def tiny_config(data_root, tmp_path):
     return make
 
 
-@pytest.fixture
-def tiny_cli_args(data_root):
+def tiny_args(data_root: str) -> list[str]:
     """The tiny config as command-line ``--set`` options."""
     return [
         "--set", f"data.root={data_root}",
         "--set", "data.options={train_size: 400, test_size: 200}",
         "--set", "trainer.batch_size=50",
-        "--set", "agent.n_steps=8", "--set", "agent.batch_size=4", "--set", "agent.n_epochs=2",
+        "--set", "agent.n_steps=8", "--set", "agent.batch_size=100", "--set", "agent.n_epochs=2",
     ]  # fmt: skip
+
+
+@pytest.fixture
+def tiny_cli_args(data_root):
+    """:func:`tiny_args` for this session's data root."""
+    return tiny_args(data_root)

@@ -48,7 +48,13 @@ def test_registry_lists_datasets_and_options():
         "shapes",
     ]
     assert dataset_options("fashion_mnist") == ["image_size"]
-    assert dataset_options("shapes") == ["clutter", "num_classes", "test_size", "train_size"]
+    assert dataset_options("shapes") == [
+        "clutter",
+        "num_classes",
+        "object_size",
+        "test_size",
+        "train_size",
+    ]
     assert dataset_options("imagefolder") == ["image_size", "test_dir", "train_dir"]
     assert dataset_options("cifar10") == []
 
@@ -66,6 +72,8 @@ def test_load_dataset_rejects_unknown_names_and_options(tmp_path):
         load_dataset("shapes", root=tmp_path, num_classes=13)
     with pytest.raises(ValueError, match="train_size must be an integer, got str"):
         load_dataset("shapes", root=tmp_path, train_size="100")
+    with pytest.raises(ValueError, match=r"object_size must be \[min, max\] pixels with 4 <= min"):
+        load_dataset("shapes", root=tmp_path, object_size=[20, 10])
     with pytest.raises(ValueError, match=r"clutter must be a number in \[0, 2\], got 3"):
         load_dataset("shapes", root=tmp_path, clutter=3)
     with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
@@ -185,11 +193,15 @@ def test_object_colour_does_not_depend_on_class():
     assert (spread < 0.06).all(), spread
 
 
+def _small_cache(root, **options):
+    """The cache path of the SMALL splits with the default clutter and object size."""
+    defaults = {"clutter": 1.0, "object_size": [10.0, 20.0]}
+    return cache_path(str(root), **SMALL, **defaults, **options)
+
+
 def test_shapes_dataset_info_and_cache(tmp_path, monkeypatch):
     train, test, info = load_dataset("shapes", root=tmp_path, seed=3, num_classes=4, **SMALL)
-    path = cache_path(
-        str(tmp_path), num_classes=4, train_size=60, test_size=30, clutter=1.0, seed=3
-    )
+    path = _small_cache(tmp_path, num_classes=4, seed=3)
     assert path.is_file() and path.parent == tmp_path / "shapes"
     assert os.listdir(path.parent) == [path.name]  # the temporary file was renamed away
     assert isinstance(info, DatasetInfo)
@@ -213,9 +225,7 @@ def test_shapes_dataset_info_and_cache(tmp_path, monkeypatch):
 
 
 def test_unreadable_cache_is_regenerated(tmp_path):
-    path = cache_path(
-        str(tmp_path), num_classes=3, train_size=60, test_size=30, clutter=1.0, seed=0
-    )
+    path = _small_cache(tmp_path, num_classes=3, seed=0)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a torch file")
     with pytest.warns(UserWarning, match="ignoring unreadable shapes cache"):

@@ -19,6 +19,7 @@ from rlmix.compare import main as compare_main
 from rlmix.errors import ConfigError, RlmixError
 from rlmix.train import main as train_main
 from rlmix.train_agent import main as agent_main
+from tests import conftest
 
 REPO = Path(__file__).resolve().parent.parent
 MAINS = {"train": train_main, "agent": agent_main, "compare": compare_main}
@@ -27,13 +28,7 @@ ALL, TRAINING = ("train", "agent", "compare"), ("train", "agent")
 
 
 def tiny_args(data_root):
-    return [
-        "--set", f"data.root={data_root}",
-        "--set", "data.options={train_size: 400, test_size: 200}",
-        "--set", "trainer.batch_size=50",
-        "--set", "agent.n_steps=8", "--set", "agent.batch_size=4", "--set", "agent.n_epochs=2",
-        "--no-progress",
-    ]  # fmt: skip
+    return [*conftest.tiny_args(data_root), "--no-progress"]
 
 
 def base_args(entry, data_root, tmp):

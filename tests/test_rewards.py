@@ -63,25 +63,51 @@ def test_loss_drop_val_loss_drop_and_test_acc_gain():
     np.testing.assert_allclose(g(inputs), 0.15)
 
 
-def test_probe_targets_split_the_batch_evenly_by_confidence():
-    # confidences (top-1 softmax) increase with the first logit: ranks 2, 0, 3, 1
-    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [3.0, 0.0], [1.0, 0.0]])
-    torch.testing.assert_close(probe_targets(logits, 2), torch.tensor([1, 0, 1, 0]))
-    torch.testing.assert_close(probe_targets(logits, 4), torch.tensor([2, 0, 3, 1]))
-    big = probe_targets(torch.randn(100, 10), 10)
+def _peaks(values):
+    """Saliency maps (B, 2, 2) whose pooled maps have the given largest cells."""
+    values = torch.as_tensor(values, dtype=torch.float32)
+    maps = ((1 - values) / 3)[:, None].repeat(1, 4)
+    maps[:, 0] = values
+    return maps.view(-1, 2, 2)
+
+
+def test_probe_targets_split_the_batch_evenly_by_saliency_peak():
+    pooled = _peaks([0.5, 0.3, 0.9, 0.4])  # peak ranks 2, 0, 3, 1
+    torch.testing.assert_close(probe_targets(pooled, 2), torch.tensor([1, 0, 1, 0]))
+    torch.testing.assert_close(probe_targets(pooled, 4), torch.tensor([2, 0, 3, 1]))
+    big = probe_targets(torch.rand(100, 8, 8), 10)
     assert torch.bincount(big, minlength=10).tolist() == [10] * 10
     r = get_reward("probe_rank")
-    action = torch.tensor([2, 0, 0, 0])
-    out = r(RewardInputs(q=torch.zeros(4), loss=0.0, action=action, k=4, logits=logits))
-    np.testing.assert_array_equal(out, [1.0, 1.0, 0.0, 0.0])
+    assert r.clean_saliency and not r.mixed_saliency
+
+    def run(action):
+        inputs = RewardInputs(
+            q=torch.zeros(4), loss=0.0, action=torch.tensor(action), k=4, obs_grid=2,
+            clean_saliency=pooled,
+        )  # fmt: skip
+        return r(inputs)
+
+    np.testing.assert_allclose(run([2, 0, 1, 3]), [1.0, 1.0, -1.0, -1.0], atol=1e-12)
+    np.testing.assert_allclose(run([3, 0, 3, 1]), [0.0, 1.0, 1.0, 1.0], atol=1e-12)  # off by 1
 
 
-def test_context_free_policies_score_one_over_k_on_the_probe():
-    """Every constant action hits exactly B/K targets, so any policy that ignores the
-    observation (a mixture of constant actions) scores 1/K in expectation."""
-    target = probe_targets(torch.randn(100, 10), 10)
+def test_context_free_policies_score_zero_on_the_probe():
+    """Every constant action scores exactly 0 on a batch (the targets cover the K actions
+    evenly), so any policy that ignores the observation scores 0 in expectation."""
+    saliency = torch.rand(100, 8, 8)
+    r = get_reward("probe_rank")
+
+    def score(action):
+        inputs = RewardInputs(
+            q=torch.zeros(100), loss=0.0, action=action, k=10, clean_saliency=saliency
+        )
+        return r(inputs)
+
     for a in range(10):
-        assert float((target == a).double().mean()) == 0.1
+        assert abs(score(torch.full((100,), a)).mean()) < 1e-12
+    from rlmix.saliency import pool_saliency
+
+    np.testing.assert_allclose(score(probe_targets(pool_saliency(saliency, 8), 10)), 1.0)
 
 
 def test_flags_and_registry():

@@ -160,6 +160,22 @@ def channel_stats(
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
+def describe(name: str, train: ImageTensors, class_names: list[str]) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a dataset from its training split (size, channels, pixel
+    statistics, boxes) and class names."""
+    mean, std = channel_stats(train.images)
+    return DatasetInfo(
+        name=name,
+        num_classes=len(class_names),
+        image_size=train.images.shape[-1],
+        channels=train.images.shape[1],
+        mean=mean,
+        std=std,
+        has_boxes=train.boxes is not None,
+        class_names=list(class_names),
+    )
+
+
 def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
     """Return ``value`` if it is an int in [low, high] (high None = unbounded).
 

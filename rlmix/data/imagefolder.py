@@ -13,8 +13,8 @@ import torch
 from rlmix.data.base import (
     DatasetInfo,
     ImageTensors,
-    channel_stats,
     check_int,
+    describe,
     register_dataset,
 )
 from rlmix.errors import ConfigError
@@ -83,17 +83,7 @@ def imagefolder(
             f"imagefolder: test classes {unknown} of {existing[0]!r} are not in {train_path!r}"
         )
     remap = torch.tensor([classes.index(c) for c in test_classes], dtype=torch.long)
-    mean, std = channel_stats(train_images)
-    info = DatasetInfo(
-        name="imagefolder",
-        num_classes=len(classes),
-        image_size=image_size,
-        channels=3,
-        mean=mean,
-        std=std,
-        has_boxes=False,
-        class_names=list(classes),
-    )
     train = ImageTensors(images=train_images, labels=train_labels)
+    info = describe("imagefolder", train, classes)
     test = ImageTensors(images=test_images, labels=remap[test_targets])
     return train, test, info

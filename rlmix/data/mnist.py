@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlmix.data.base import DatasetInfo, ImageTensors, channel_stats, check_int, register_dataset
+from rlmix.data.base import DatasetInfo, ImageTensors, check_int, describe, register_dataset
 from rlmix.errors import ConfigError, RlmixError
 
 FASHION_CLASSES = [
@@ -167,18 +167,7 @@ def _load(variant: str, root: str, download: bool, image_size: int) -> tuple:
         )
     pad = image_size - 28
     train, test = _split(files, "train", pad), _split(files, "test", pad)
-    mean, std = channel_stats(train.images)
-    info = DatasetInfo(
-        name=variant,
-        num_classes=10,
-        image_size=image_size,
-        channels=1,
-        mean=mean,
-        std=std,
-        has_boxes=False,
-        class_names=list(classes),
-    )
-    return train, test, info
+    return train, test, describe(variant, train, classes)
 
 
 @register_dataset("fashion_mnist")

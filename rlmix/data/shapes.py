@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from rlmix.data.base import (
     DatasetInfo,
     ImageTensors,
-    channel_stats,
     check_int,
+    describe,
     register_dataset,
 )
 from rlmix.errors import ConfigError
@@ -39,7 +39,7 @@ from rlmix.seeding import derive_seed
 
 IMAGE_SIZE = 32
 SUPERSAMPLE = 2
-MIN_SIZE, MAX_SIZE = 10.0, 20.0  # object extent in pixels (diameter of its enclosing disk)
+OBJECT_SIZE = (10.0, 20.0)  # default object extent range, px (diameter of its enclosing disk)
 MAX_ROTATION = math.radians(10.0)  # keeps squares and diamonds apart
 NUM_DISTRACTORS = 5  # distractor slots per image
 # Clutter at the default ``clutter=1`` (the option scales all three; the first two cap at 1):
@@ -194,7 +194,7 @@ def _grid(side: int, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _render(
-    labels: torch.Tensor, clutter: float, g: torch.Generator
+    labels: torch.Tensor, clutter: float, size: tuple[float, float], g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Render images for ``labels`` (n,): uint8 (n, 3, 32, 32) and boxes (n, 4).
 
@@ -207,7 +207,7 @@ def _render(
     for k in range(NUM_DISTRACTORS):
         a = alpha[:, k, None]
         img = img * (1 - a) + colours[:, k, :, None, None] * a
-    radius = _uniform((n,), MIN_SIZE / 2, MAX_SIZE / 2, g)
+    radius = _uniform((n,), size[0] / 2, size[1] / 2, g)
     cx = radius + (IMAGE_SIZE - 2 * radius) * torch.rand(n, generator=g)
     cy = radius + (IMAGE_SIZE - 2 * radius) * torch.rand(n, generator=g)
     angle = _uniform((n,), -MAX_ROTATION, MAX_ROTATION, g)
@@ -225,7 +225,13 @@ def _render(
 
 
 def generate_shapes(
-    n: int, num_classes: int, seed: int, split: str = "train", *, clutter: float = 1.0
+    n: int,
+    num_classes: int,
+    seed: int,
+    split: str = "train",
+    *,
+    clutter: float = 1.0,
+    object_size: tuple[float, float] = OBJECT_SIZE,
 ) -> ImageTensors:
     """Generate ``n`` images of the first ``num_classes`` shapes, balanced to within one image.
 
@@ -236,7 +242,8 @@ def generate_shapes(
     """
     g = torch.Generator().manual_seed(derive_seed("shapes", seed, split))
     labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
-    parts = [_render(labels[i : i + CHUNK], clutter, g) for i in range(0, n, CHUNK)]
+    size = (float(object_size[0]), float(object_size[1]))
+    parts = [_render(labels[i : i + CHUNK], clutter, size, g) for i in range(0, n, CHUNK)]
     images = torch.cat([p[0] for p in parts])
     boxes = torch.cat([p[1] for p in parts])
     return ImageTensors(images=images, labels=labels, boxes=boxes)
@@ -293,6 +300,7 @@ def shapes(
     train_size: int = 5000,
     test_size: int = 2000,
     clutter: float = 1.0,
+    object_size: list[float] = list(OBJECT_SIZE),  # noqa: B006  (read, never mutated)
 ) -> tuple[ImageTensors, ImageTensors, DatasetInfo]:
     """The generated shapes dataset (see the module docstring); ``download`` is ignored.
 
@@ -301,6 +309,7 @@ def shapes(
         train_size, test_size: images per split (>= 1).
         clutter: background clutter in [0, 2]: 0 plain backgrounds without distractors,
             1 the default, 2 full-contrast textures and more distractors.
+        object_size: ``[min, max]`` extent of the object in pixels (uniform), within [4, 32].
     """
     check_int("num_classes", num_classes, 2, MAX_CLASSES)
     check_int("train_size", train_size, 1)
@@ -309,18 +318,29 @@ def shapes(
     if isinstance(clutter, bool) or not isinstance(clutter, (int, float)) or not 0 <= clutter <= 2:
         raise ValueError(f"clutter must be a number in [0, 2], got {clutter!r}")
     clutter = float(clutter)
+    ok = isinstance(object_size, (list, tuple)) and len(object_size) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in object_size)
+    if not ok or not 4 <= object_size[0] <= object_size[1] <= IMAGE_SIZE:
+        raise ValueError(
+            f"object_size must be [min, max] pixels with 4 <= min <= max <= {IMAGE_SIZE}, "
+            f"got {object_size!r}"
+        )
+    object_size = [float(object_size[0]), float(object_size[1])]
     path = cache_path(
         root,
         num_classes=num_classes,
         train_size=train_size,
         test_size=test_size,
         clutter=clutter,
+        object_size=object_size,
         seed=seed,
     )
     payload = _read_cache(path)
     if payload is None:
         splits = {
-            split: generate_shapes(size, num_classes, seed, split, clutter=clutter)
+            split: generate_shapes(
+                size, num_classes, seed, split, clutter=clutter, object_size=object_size
+            )
             for split, size in (("train", train_size), ("test", test_size))
         }
         payload = {key: getattr(splits[s], f) for key, (s, f) in _CACHE_KEYS.items()}
@@ -329,15 +349,4 @@ def shapes(
         ImageTensors(payload[f"{s}_images"], payload[f"{s}_labels"], payload[f"{s}_boxes"])
         for s in ("train", "test")
     )
-    mean, std = channel_stats(train.images)
-    info = DatasetInfo(
-        name="shapes",
-        num_classes=num_classes,
-        image_size=IMAGE_SIZE,
-        channels=3,
-        mean=mean,
-        std=std,
-        has_boxes=True,
-        class_names=list(SHAPE_NAMES[:num_classes]),
-    )
-    return train, test, info
+    return train, test, describe("shapes", train, SHAPE_NAMES[:num_classes])

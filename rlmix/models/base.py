@@ -27,6 +27,7 @@ class Classifier(nn.Module):
         num_features: channels F of the final feature map.
         mean: per-channel mean of the pixel values, length C (default zeros).
         std: per-channel standard deviation, length C (default ones).
+        in_chans: input channels C.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.num_classes = num_classes
         self.num_features = num_features
+        self.in_chans = in_chans
         self.body: nn.Module = nn.Identity()
         self.fc = nn.Linear(num_features, num_classes)
 

@@ -12,6 +12,7 @@ Also home of :func:`init_weights`, the initialisation shared by every rlmix arch
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +66,8 @@ class PreActResNet(Classifier):
 
     Args:
         num_classes: number of logits N.
-        mean, std: per-channel pixel statistics (length ``in_chans``) for the input normalisation.
-        in_chans: input channels C.
+        **base: ``mean``, ``std`` (per-channel pixel statistics, length ``in_chans``) and
+            ``in_chans`` (input channels C), for :class:`Classifier`.
         blocks: number of blocks in each of the four stages.
         width: channels of the stem and first stage; stage i has ``width * 2**i`` channels.
 
@@ -76,16 +77,15 @@ class PreActResNet(Classifier):
     def __init__(
         self,
         num_classes: int,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        in_chans: int = 3,
+        *,
         blocks: Sequence[int] = (2, 2, 2, 2),
         width: int = 64,
+        **base: Any,
     ) -> None:
         if len(blocks) != 4 or min(blocks) < 1:
             raise ValueError(f"blocks must be 4 positive stage depths, got {tuple(blocks)}")
-        super().__init__(num_classes, 8 * width, mean=mean, std=std, in_chans=in_chans)
-        layers: list[nn.Module] = [nn.Conv2d(in_chans, width, 3, padding=1, bias=False)]
+        super().__init__(num_classes, 8 * width, **base)
+        layers: list[nn.Module] = [nn.Conv2d(self.in_chans, width, 3, padding=1, bias=False)]
         in_planes = width
         for stage, depth in enumerate(blocks):
             planes = width * 2**stage
@@ -99,11 +99,9 @@ class PreActResNet(Classifier):
 
 
 @register_model
-def preactresnet18(
-    num_classes: int,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    in_chans: int = 3,
-) -> PreActResNet:
-    """PreAct ResNet-18 (11,218,340 parameters for 100 classes, 11,172,170 for 10)."""
-    return PreActResNet(num_classes, mean=mean, std=std, in_chans=in_chans, blocks=(2, 2, 2, 2))
+def preactresnet18(num_classes: int, **kwargs: Any) -> PreActResNet:
+    """PreAct ResNet-18 (11,218,340 parameters for 100 classes, 11,172,170 for 10).
+
+    Options: ``mean``, ``std``, ``in_chans`` (see :class:`PreActResNet`).
+    """
+    return PreActResNet(num_classes, blocks=(2, 2, 2, 2), **kwargs)

@@ -11,6 +11,7 @@ size (padding 1 everywhere, global average pooling); the feature map is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,24 +51,23 @@ class TinyResNet(Classifier):
 
     Args:
         num_classes: number of logits N.
-        mean, std: per-channel pixel statistics (length ``in_chans``) for the input normalisation.
-        in_chans: input channels C.
+        **base: ``mean``, ``std`` (per-channel pixel statistics, length ``in_chans``) and
+            ``in_chans`` (input channels C), for :class:`Classifier`.
         widths: channels of the three stages (the stem uses ``widths[0]``).
     """
 
     def __init__(
         self,
         num_classes: int,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        in_chans: int = 3,
+        *,
         widths: Sequence[int] = (16, 32, 64),
+        **base: Any,
     ) -> None:
         if len(widths) != 3 or min(widths) < 1:
             raise ValueError(f"widths must be 3 positive channel counts, got {tuple(widths)}")
-        super().__init__(num_classes, widths[-1], mean=mean, std=std, in_chans=in_chans)
+        super().__init__(num_classes, widths[-1], **base)
         layers: list[nn.Module] = [
-            nn.Conv2d(in_chans, widths[0], 3, stride=2, padding=1, bias=False),
+            nn.Conv2d(self.in_chans, widths[0], 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(),
         ]
@@ -80,12 +80,9 @@ class TinyResNet(Classifier):
 
 
 @register_model
-def resnet_tiny(
-    num_classes: int,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    in_chans: int = 3,
-    widths: Sequence[int] = (16, 32, 64),
-) -> TinyResNet:
-    """Tiny ResNet 16-32-64 (78,042 parameters for 10 classes, 83,892 for 100)."""
-    return TinyResNet(num_classes, mean=mean, std=std, in_chans=in_chans, widths=widths)
+def resnet_tiny(num_classes: int, **kwargs: Any) -> TinyResNet:
+    """Tiny ResNet 16-32-64 (78,042 parameters for 10 classes, 83,892 for 100).
+
+    Options: ``widths``, and ``mean``, ``std``, ``in_chans`` (see :class:`TinyResNet`).
+    """
+    return TinyResNet(num_classes, **kwargs)

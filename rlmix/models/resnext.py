@@ -8,7 +8,7 @@ channels; shortcuts are identity or 1x1 conv + BN. The last block's ReLU ends th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,8 +56,8 @@ class ResNeXt(Classifier):
 
     Args:
         num_classes: number of logits N.
-        mean, std: per-channel pixel statistics (length ``in_chans``) for the input normalisation.
-        in_chans: input channels C.
+        **base: ``mean``, ``std`` (per-channel pixel statistics, length ``in_chans``) and
+            ``in_chans`` (input channels C), for :class:`Classifier`.
         depth: total depth, 9n + 2 (n blocks per stage).
         cardinality: number of groups of the 3x3 convolutions.
         base_width: channels per group in the first stage (doubling per stage).
@@ -68,12 +68,11 @@ class ResNeXt(Classifier):
     def __init__(
         self,
         num_classes: int,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        in_chans: int = 3,
+        *,
         depth: int = 29,
         cardinality: int = 4,
         base_width: int = 24,
+        **base: Any,
     ) -> None:
         if depth < 11 or (depth - 2) % 9 != 0:
             raise ValueError(f"depth must be 9n + 2 with n >= 1, got {depth}")
@@ -81,10 +80,10 @@ class ResNeXt(Classifier):
             raise ValueError(
                 f"cardinality and base_width must be >= 1, got {cardinality} and {base_width}"
             )
-        super().__init__(num_classes, 1024, mean=mean, std=std, in_chans=in_chans)
+        super().__init__(num_classes, 1024, **base)
         n = (depth - 2) // 9
         layers: list[nn.Module] = [
-            nn.Conv2d(in_chans, 64, 3, padding=1, bias=False),
+            nn.Conv2d(self.in_chans, 64, 3, padding=1, bias=False),
             nn.BatchNorm2d(64),
             nn.ReLU(),
         ]
@@ -103,11 +102,9 @@ class ResNeXt(Classifier):
 
 
 @register_model
-def resnext29_4_24(
-    num_classes: int,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    in_chans: int = 3,
-) -> ResNeXt:
-    """ResNeXt-29, cardinality 4, base width 24 (4,937,252 parameters for 100 classes)."""
-    return ResNeXt(num_classes, mean, std, in_chans, depth=29, cardinality=4, base_width=24)
+def resnext29_4_24(num_classes: int, **kwargs: Any) -> ResNeXt:
+    """ResNeXt-29, cardinality 4, base width 24 (4,937,252 parameters for 100 classes).
+
+    Options: ``mean``, ``std``, ``in_chans`` (see :class:`ResNeXt`).
+    """
+    return ResNeXt(num_classes, depth=29, cardinality=4, base_width=24, **kwargs)

@@ -10,7 +10,7 @@ convolutions of each block, as in the original WRN.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +49,8 @@ class WideResNet(Classifier):
 
     Args:
         num_classes: number of logits N.
-        mean, std: per-channel pixel statistics (length ``in_chans``) for the input normalisation.
-        in_chans: input channels C.
+        **base: ``mean``, ``std`` (per-channel pixel statistics, length ``in_chans``) and
+            ``in_chans`` (input channels C), for :class:`Classifier`.
         depth: total depth, 6n + 4 (n blocks per stage).
         widen_factor: width multiplier k.
         dropout: dropout probability inside each block, in [0, 1).
@@ -61,12 +61,11 @@ class WideResNet(Classifier):
     def __init__(
         self,
         num_classes: int,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        in_chans: int = 3,
+        *,
         depth: int = 28,
         widen_factor: int = 10,
         dropout: float = 0.0,
+        **base: Any,
     ) -> None:
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f"depth must be 6n + 4 with n >= 1, got {depth}")
@@ -75,9 +74,9 @@ class WideResNet(Classifier):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
-        super().__init__(num_classes, widths[-1], mean=mean, std=std, in_chans=in_chans)
+        super().__init__(num_classes, widths[-1], **base)
         n = (depth - 4) // 6
-        layers: list[nn.Module] = [nn.Conv2d(in_chans, 16, 3, padding=1, bias=True)]
+        layers: list[nn.Module] = [nn.Conv2d(self.in_chans, 16, 3, padding=1, bias=True)]
         in_planes = 16
         for stage, planes in enumerate(widths):
             for i in range(n):
@@ -90,24 +89,18 @@ class WideResNet(Classifier):
 
 
 @register_model
-def wrn16_8(
-    num_classes: int,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    in_chans: int = 3,
-    dropout: float = 0.0,
-) -> WideResNet:
-    """WRN-16-8 (11,012,036 parameters for 100 classes)."""
-    return WideResNet(num_classes, mean, std, in_chans, depth=16, widen_factor=8, dropout=dropout)
+def wrn16_8(num_classes: int, **kwargs: Any) -> WideResNet:
+    """WRN-16-8 (11,012,036 parameters for 100 classes).
+
+    Options: ``dropout``, and ``mean``, ``std``, ``in_chans`` (see :class:`WideResNet`).
+    """
+    return WideResNet(num_classes, depth=16, widen_factor=8, **kwargs)
 
 
 @register_model
-def wrn28_10(
-    num_classes: int,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    in_chans: int = 3,
-    dropout: float = 0.0,
-) -> WideResNet:
-    """WRN-28-10 (36,546,980 parameters for 100 classes)."""
-    return WideResNet(num_classes, mean, std, in_chans, depth=28, widen_factor=10, dropout=dropout)
+def wrn28_10(num_classes: int, **kwargs: Any) -> WideResNet:
+    """WRN-28-10 (36,546,980 parameters for 100 classes).
+
+    Options: ``dropout``, and ``mean``, ``std``, ``in_chans`` (see :class:`WideResNet`).
+    """
+    return WideResNet(num_classes, depth=28, widen_factor=10, **kwargs)

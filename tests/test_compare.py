@@ -1,0 +1,83 @@
+"""rlmix.compare: paired intervals against --reference, --jobs, one CSV row per run."""
+
+import csv
+import json
+
+import pytest
+
+from rlmix.compare import compare, make_jobs, run_job
+from rlmix.errors import ConfigError
+from rlmix.stats import paired_difference
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_reference_and_paired_intervals(tiny_config, tmp_path):
+    cfg = tiny_config(epochs=1, eval_fgsm=False)
+    rows = compare(
+        cfg, ["rmix", "mixup"], [0, 1, 2], None, tmp_path, reference="mixup", progress=False
+    )
+    by_policy = {r["policy"]: r for r in rows}
+    assert set(by_policy) == {"rmix", "mixup"} and "top1_diff" not in by_policy["mixup"]
+    runs = _csv(tmp_path / "runs.csv")
+    assert len(runs) == 6 and {r["seed"] for r in runs} == {"0", "1", "2"}
+    top1 = {(r["policy"], r["seed"]): float(r["top1"]) for r in runs}
+    expected = paired_difference(
+        [top1["rmix", s] for s in "012"], [top1["mixup", s] for s in "012"]
+    )
+    got = by_policy["rmix"]["top1_diff"]
+    assert (got.mean, got.low, got.high) == pytest.approx(
+        (expected.mean, expected.low, expected.high)
+    )
+    table = (tmp_path / "results.md").read_text()
+    assert "Δ top1 vs mixup [95 % CI]" in table
+    summary = _csv(tmp_path / "summary.csv")
+    rmix = next(r for r in summary if r["policy"] == "rmix")
+    assert float(rmix["top1_diff_low"]) == pytest.approx(expected.low)
+    # paired: a seed fixes the data order, so one policy's run repeats exactly
+    (job,) = make_jobs(cfg, ["rmix"], [1], [cfg.env.reward], "mixup", tmp_path / "again")
+    first = json.loads((tmp_path / "rmix" / "seed1" / "metrics.json").read_text())
+    assert run_job(job).final == first["final"]
+
+
+def test_jobs_run_in_parallel_processes(tiny_config, tmp_path):
+    cfg = tiny_config(epochs=1, eval_fgsm=False)
+    compare(cfg, ["vanilla", "rmix"], [0, 1], None, tmp_path / "par", jobs=2, progress=False)
+    runs = {(r["policy"], r["seed"]): r for r in _csv(tmp_path / "par" / "runs.csv")}
+    assert len(runs) == 4
+    # a worker runs with cpu_count // jobs threads; the same job in this process, same threads
+    import os
+
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    (job,) = make_jobs(cfg, ["rmix"], [1], [cfg.env.reward], "rmix", tmp_path / "solo")
+    solo = run_job(job, threads)
+    assert solo.final["top1"] * 100 == pytest.approx(float(runs["rmix", "1"]["top1"]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"reference": "agent"}, r"--reference: unknown policy 'agent'; choose one of: constant"),
+        ({"jobs": 0}, r"--jobs must be >= 1 \(got 0\)"),
+        ({"confidence": 1.0}, r"--confidence must be in \(0, 1\)"),
+        ({"seeds": [0, 0]}, r"--seeds: each seed once"),
+        (
+            {"rewards": ["val_loss_drop"], "policies": ["agent"]},
+            r"--reward val_loss_drop needs a held-out split",
+        ),
+    ],
+)
+def test_compare_argument_errors(tiny_config, tmp_path, kwargs, match):
+    args = {"policies": ["rmix"], "seeds": [0], "rewards": None, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        compare(
+            tiny_config(),
+            args.pop("policies"),
+            args.pop("seeds"),
+            args.pop("rewards"),
+            tmp_path,
+            **args,
+        )
