@@ -9,7 +9,8 @@ Benchmarks (one module each, each also runnable alone with ``python -m benchmark
 --help``): ``step`` (training step: vanilla / Mixup / CutMix / R-Mix), ``env`` (env epochs:
 vanilla / R-Mix / RL-Mix), ``mix`` (mixing ops vs torchvision and the reference threshold),
 ``memory`` (peak memory, one process per variant), ``run`` (the default ``train_agent`` run)
-and ``dist`` (env steps on 1 and 2 torchrun processes, and the agent's per-step exchange).
+``dist`` (env steps on 1 and 2 torchrun processes, and the agent's per-step exchange) and
+``boundary`` (the epoch-boundary overhead of a 10-step epoch).
 Benchmarks are not tests: they time things and report ratios measured in one process. With
 ``--json-dir DIR`` each writes ``DIR/<name>.json``, and ``DIR/summary.json`` collects every
 target. The exit status is 1 if a benchmark failed (targets missed do not fail the run).
@@ -26,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 from benchmarks import (
+    bench_boundary,
     bench_distributed,
     bench_env,
     bench_memory,
@@ -42,6 +44,7 @@ BENCHES: dict[str, ModuleType] = {
     "memory": bench_memory,
     "run": bench_run,
     "dist": bench_distributed,
+    "boundary": bench_boundary,
 }
 # Extra arguments per benchmark for --quick (smoke run: every code path, tiny repeats).
 QUICK: dict[str, list[str]] = {
@@ -51,6 +54,7 @@ QUICK: dict[str, list[str]] = {
     "memory": ["--models", "resnet_tiny:2"],
     "run": ["--epochs", "1"],
     "dist": ["--steps", "3", "--warmup", "1"],
+    "boundary": ["--repeats", "1", "--warmup", "0", "--epochs", "3"],
 }
 AMP = {"step", "env", "memory"}  # benchmarks that take --amp
 
@@ -58,7 +62,8 @@ AMP = {"step", "env", "memory"}  # benchmarks that take --amp
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Run the rlmix benchmarks in sequence (step, env, mix, memory, run, dist) with "
+        description="Run the rlmix benchmarks in sequence (step, env, mix, memory, run, dist, "
+        "boundary) with "
         "their default settings, print each table and a summary of the targets.",
     )
     p.add_argument("--quick", action="store_true", help="smoke run: tiny repeats and short epochs")

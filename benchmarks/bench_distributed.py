@@ -81,9 +81,11 @@ def worker(args: argparse.Namespace) -> None:
     for i in range(args.warmup + args.steps):
         action = rng.integers(0, cfg.mix.k, size=denv.action_space.shape)
         start = time.perf_counter()
-        denv.step(action)
+        truncated = denv.step(action)[3]
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
+        if truncated:  # the default's epochs are short: go on into the next one
+            denv.reset()
     if d.enabled:
         denv.close(0)
     result = {"nprocs": d.world_size, "step_ms": _median_ms(times)}
@@ -100,15 +102,15 @@ def _exchange(env, repeats: int) -> float:
 
     d = distributed.current()
     b = env.action_space.shape[0]
-    width = env.cfg.env.obs_grid**2 + env.trainer.info.num_classes
-    local = torch.zeros(b, width)
+    width = env.cfg.env.obs_grid**2 + env.trainer.info.num_classes + 1  # + per-image reward
+    local = torch.zeros(b, width, dtype=torch.float64)
     action = torch.zeros(b * d.world_size, dtype=torch.int64) if d.is_main else None
     times = []
     for _ in range(repeats + 3):
         start = time.perf_counter()
         distributed.broadcast_ints([STEP, 0] if d.is_main else None, 2)
         distributed.scatter_interleaved(action, (b,), torch.int64)
-        distributed.all_reduce_mean(torch.zeros(2, dtype=torch.float64))
+        distributed.all_reduce_mean(torch.zeros(1, dtype=torch.float64))  # mean q
         distributed.gather_interleaved(local)
         times.append(time.perf_counter() - start)
     return _median_ms(times[3:])

@@ -124,6 +124,7 @@ def base_config(
             {
                 "data.root": data_root,
                 "data.options": {"train_size": short_steps * b, "test_size": b},
+                "data.val_size": 0,
                 "trainer.epochs": 10_000,
                 "env.eval_every": 10_000,
                 "agent.n_steps": short_steps,

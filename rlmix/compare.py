@@ -124,16 +124,19 @@ class Result:
 
 
 def run_job(job: Job, threads: int | None = None) -> Result:
-    """Train one policy with one seed (in this process)."""
-    if threads is not None:
-        import torch
+    """Train one policy with one seed in this process (with ``threads`` torch threads)."""
+    import torch
 
-        torch.set_num_threads(threads)
     from rlmix.train import train_fixed
     from rlmix.train_agent import train_agent
 
     train = train_agent if job.policy == "agent" else train_fixed
-    metrics = train(dataclasses.replace(job.cfg, policy=job.policy), progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        metrics = train(dataclasses.replace(job.cfg, policy=job.policy), progress=False)
+    finally:
+        torch.set_num_threads(before)
     timings = json.loads((Path(job.cfg.out) / "timings.json").read_text())["epoch_time_s"]
     return Result(
         job.label, job.policy, job.seed, job.reward, metrics["final"], metrics["epochs"], timings
@@ -151,8 +154,11 @@ def run_values(result: Result) -> dict[str, float]:
         series = [row[key] for row in history if key in row]
         out[f"{key}_run"] = sum(series) / len(series)
         out[f"{key}_last"] = history[-1].get(key, float("nan"))
-    if "policy_entropy_frac" in history[-1]:
-        out["entropy_frac_last"] = 100.0 * history[-1]["policy_entropy_frac"]
+    last = history[-1]
+    if "policy_entropy_frac" in last:
+        out["entropy_frac_last"] = 100.0 * last["policy_entropy_frac"]
+        out["mean_q_last"] = last["mean_q"]
+        out["q_std_last"] = last["policy_q_std"]
     out["s_per_epoch"] = sum(result.epoch_times) / max(len(result.epoch_times), 1)
     return out
 
@@ -319,6 +325,8 @@ def to_markdown(rows: list[dict[str, Any]], title: str, reference: str, confiden
             "reward (last epoch)",
             f"Δ vs {reference} (last epoch) [{level} CI]",
             "entropy, last epoch (% of ln K)",
+            "mean q, last epoch",
+            "std of E[q] over images",
         ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in agents:
@@ -330,6 +338,8 @@ def to_markdown(rows: list[dict[str, Any]], title: str, reference: str, confiden
                 f"{r['reward_last_mean']:.4f} ± {r['reward_last_std']:.4f}",
                 _diff_cell(r.get("reward_last_diff"), 4),
                 _cell((r["entropy_frac_last_mean"], r["entropy_frac_last_std"])),
+                _cell((r["mean_q_last_mean"], r["mean_q_last_std"])),
+                _cell((r["q_std_last_mean"], r["q_std_last_std"])),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -48,7 +48,7 @@ def fixed_args(data_root: str, out: Path) -> list[str]:
     return [
         "--policy", "vanilla", "--epochs", "1", "--out", str(out), "--no-progress",
         "--set", f"data.root={data_root}",
-        "--set", "data.options={train_size: 100, test_size: 100}",
+        "--set", "data.options={train_size: 100, test_size: 100}", "--set", "data.val_size=0",
         "--set", "trainer.batch_size=50", "--set", "trainer.sync_bn=true",
     ]  # fmt: skip
 

@@ -13,6 +13,7 @@ from rlmix.checkpoints import load_checkpoint
 from rlmix.cli import run_main
 from rlmix.train import main as train_main
 from rlmix.train_agent import main as agent_main
+from tests.conftest import tiny_args
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 3
@@ -22,10 +23,7 @@ MODULES = {"train": "rlmix.train", "agent": "rlmix.train_agent"}
 
 def run_args(data_root, out):
     return [
-        "--set", f"data.root={data_root}",
-        "--set", "data.options={train_size: 400, test_size: 200}",
-        "--set", "trainer.batch_size=50", "--set", "env.eval_fgsm=false",
-        "--set", "agent.n_steps=8", "--set", "agent.batch_size=4", "--set", "agent.n_epochs=2",
+        *tiny_args(data_root), "--set", "env.eval_fgsm=false",
         "--epochs", str(EPOCHS), "--out", str(out), "--no-progress",
     ]  # fmt: skip
 
