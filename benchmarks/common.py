@@ -348,13 +348,13 @@ def epoch_runner(variant: str, cfg: Any) -> tuple[Callable[[], None], Any]:
 
     if variant == "rlmix":
         cfg = agent_config(cfg)
-        venv = ImageSlotVecEnv(MixupEnv(cfg))
+        venv = ImageSlotVecEnv(MixupEnv(cfg), terminal_observations=cfg.agent.gamma > 0)
         algo = make_ppo(venv, cfg)
     else:
         if variant == "vanilla":
             cfg = load_config(cfg.to_dict(), {"env.reward": "none"})
         cfg = resolve_fixed_config(cfg, variant)
-        venv = ImageSlotVecEnv(MixupEnv(cfg))
+        venv = ImageSlotVecEnv(MixupEnv(cfg), terminal_observations=False)
         algo = PolicyRunner(make_policy(variant, venv.action_space, seed=cfg.seed), venv)
     decisions = venv.trainer.steps_per_epoch * venv.num_envs
     first = [True]

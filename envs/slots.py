@@ -16,9 +16,10 @@ Slot i at a step holds image i of that step's batch (the next step's slot i is a
 - **Action** ``Discrete(K)``: the image's top-k index.
 - **Reward**: the image's entry of ``info["reward_per_image"]``.
 - **Done**: every slot is done at the epoch's last step (``truncated``, so each slot's info has
-  ``"TimeLimit.truncated": True`` and its ``"terminal_observation"``, which SB3 bootstraps with
-  the value function when gamma > 0); the observation returned is the next epoch's first batch
-  (the adapter resets the batch env, which starts the next epoch).
+  ``"TimeLimit.truncated": True`` and, with ``terminal_observations``, its
+  ``"terminal_observation"``, which SB3 bootstraps with the value function); the observation
+  returned is the next epoch's first batch (the adapter resets the batch env, which starts the
+  next epoch).
 
 Every slot's info is the batch env's step info (one dict shared by the slots except at an
 epoch's end). ``reset()`` passes the seed set by ``seed()`` (SB3 sets the run seed) to the batch
@@ -84,6 +85,9 @@ class ImageSlotVecEnv(VecEnv):
     Args:
         env: a :class:`envs.MixupEnv` or :class:`envs.DistributedMixupEnv` (needs ``cfg`` and
             ``trainer`` attributes).
+        terminal_observations: give every slot its terminal observation at an epoch's end. SB3
+            then bootstraps each truncated slot with ``gamma * V(terminal)``: B value forwards
+            per epoch, which the agent needs only when gamma > 0 (and a fixed policy never).
 
     Example::
 
@@ -93,8 +97,9 @@ class ImageSlotVecEnv(VecEnv):
         PPO("MultiInputPolicy", venv, n_steps=10, batch_size=250).learn(1000)
     """
 
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, *, terminal_observations: bool = True) -> None:
         self.env = env
+        self.terminal_observations = terminal_observations
         self.trainer = env.trainer
         self.cfg = env.cfg
         b, k = batch_size_of(env.action_space)

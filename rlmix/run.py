@@ -55,12 +55,21 @@ class Run:
         cfg: the resolved config of the run.
         resume: continue from ``cfg.out/checkpoint.pt`` (refused if written with another config).
         progress: show progress bars and one line per epoch.
+        bootstrap: the slot env hands SB3 the terminal observations at epoch ends (the agent
+            with ``agent.gamma > 0``; see :class:`envs.ImageSlotVecEnv`).
 
     Under torchrun every rank builds a Run; only rank 0 (``is_main``) has the VecEnv, the log and
     the files. The others call :meth:`follow`.
     """
 
-    def __init__(self, cfg: Config, *, resume: bool = False, progress: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        bootstrap: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.progress = progress
@@ -75,7 +84,7 @@ class Run:
         self.batch_env = (
             DistributedMixupEnv(self.env) if distributed.current().enabled else self.env
         )
-        self.venv = ImageSlotVecEnv(self.batch_env)
+        self.venv = ImageSlotVecEnv(self.batch_env, terminal_observations=bootstrap)
         self.log = RunLog(self.out, step=lambda: self.trainer.global_step)
         if self.state is not None:
             self.log.history, self.log.timings = (

@@ -61,7 +61,7 @@ def train_agent(
     :class:`envs.DistributedMixupEnv`; the other ranks follow (and return ``{"exit_code": c}``).
     """
     cfg = agent_config(cfg)
-    run = Run(cfg, resume=resume, progress=progress)
+    run = Run(cfg, resume=resume, progress=progress, bootstrap=cfg.agent.gamma > 0)
     if not run.is_main:
         return run.follow()
     if run.resumed:
