@@ -70,7 +70,11 @@ def make_ppo(venv: VecEnv, cfg: Config, *, device: str = "cpu") -> EpochPPO:
         vf_coef=a.vf_coef,
         max_grad_norm=a.max_grad_norm,
         target_kl=a.target_kl,
-        policy_kwargs={"embed_dim": a.embed_dim, "hidden": a.hidden},
+        policy_kwargs={
+            "embed_dim": a.embed_dim,
+            "hidden": a.hidden,
+            "optimizer_kwargs": {"foreach": True},  # one kernel per step, not one per tensor
+        },
         seed=cfg.seed,
         device=device,
         verbose=0,
