@@ -136,15 +136,10 @@ class ImageSlotVecEnv(VecEnv):
         slot_obs = self.slot_observation(obs)
         if not (terminated or truncated):
             return slot_obs, rewards, np.zeros(self.num_envs, dtype=bool), [info] * self.num_envs
-        flag = "TimeLimit.truncated"
-        infos = [
-            {
-                **info,
-                "terminal_observation": {k: v[i] for k, v in slot_obs.items()},
-                flag: truncated,
-            }
-            for i in range(self.num_envs)
-        ]
+        infos = [{**info, "TimeLimit.truncated": truncated} for _ in range(self.num_envs)]
+        if self.terminal_observations:
+            for i, slot_info in enumerate(infos):
+                slot_info["terminal_observation"] = {k: v[i] for k, v in slot_obs.items()}
         return self.reset(), rewards, np.ones(self.num_envs, dtype=bool), infos
 
     def close(self) -> None:

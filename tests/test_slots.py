@@ -71,6 +71,18 @@ def test_all_slots_truncate_at_the_epoch_end(cfg):
     assert not np.array_equal(obs["saliency"], last["saliency"])
 
 
+def test_no_terminal_observations_without_bootstrapping(cfg):
+    """terminal_observations=False (gamma 0, fixed policies): the slots still truncate, and SB3
+    finds nothing to bootstrap (no B value forwards at the epoch end)."""
+    slots = ImageSlotVecEnv(MixupEnv(cfg), terminal_observations=False)
+    slots.reset()
+    for _ in range(8):
+        _, _, dones, infos = slots.step(np.zeros(50, dtype=np.int64))
+    assert dones.all() and all(i["TimeLimit.truncated"] is True for i in infos)
+    assert not any("terminal_observation" in i for i in infos)
+    assert "test/top1" in infos[0]
+
+
 def test_slot_context_hand_computed():
     sal = np.zeros((2, 2, 2), np.float32)
     sal[0] = 0.25  # uniform: entropy 1 (of ln 4), peak 0.25
