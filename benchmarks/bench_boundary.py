@@ -1,15 +1,17 @@
-"""Epoch-boundary overhead: a short epoch end to end against its steps alone.
+"""Epoch-boundary overhead: a short epoch end to end against the training steps inside it.
 
     python -m benchmarks.bench_boundary                  # Fashion-MNIST 100/class (or shapes)
     python -m benchmarks.bench_boundary --repeats 5 --checkpoint-every 1,10
 
 The regime of the headline study: 10-step epochs (1000 training images, batch 100), resnet_tiny
 with widths 32-64-128, vanilla (no saliency pass), evaluation off between epochs. Each repeat
-alternates (a) 10 bare training steps on a :class:`rlmix.trainer.Trainer` (observe, mix, train
-step) with (b) a ``rlmix.train`` run of a few epochs for every ``--checkpoint-every`` value;
-an epoch's time is end to end (``timings.json``, the last epoch, which evaluates, excluded), so
-it includes the env and callbacks, the snapshot for rewinding, reseeding, the loader, logging
-and the checkpoint when one is due. Overhead = 1 - (10 bare steps) / epoch.
+runs ``rlmix.train`` for a few epochs at every ``--checkpoint-every`` value. An epoch's time is
+end to end (``timings.json``; the first epoch and the last, which evaluates, excluded), so it
+includes the env and callbacks, the snapshot for rewinding, reseeding, the loader, logging and
+the checkpoint when one is due. Its bare steps are the time the same run spent inside
+``Trainer.observe``, ``Trainer.mix`` and ``Trainer.train_step`` during that epoch (timed in
+place: on a shared machine a separately timed block of steps drifts more than the overhead).
+Overhead = 1 - (bare steps) / epoch, the median over epochs and repeats.
 
 Target: overhead <= 10 % of a 10-step epoch with the default checkpoint cadence of the study
 (``trainer.checkpoint_every`` 25; 1 is measured too).
@@ -18,10 +20,12 @@ Target: overhead <= 10 % of a 10-step epoch with the default checkpoint cadence 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import functools
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -49,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="1,25",
         help="trainer.checkpoint_every values to measure (default 1,25)",
     )
-    p.add_argument("--epochs", type=int, default=5, help="epochs per timed run (default 5)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs per timed run (default 8)")
     add_common_args(p, repeats=3, warmup=1)
     return p
 
@@ -72,28 +76,53 @@ def base_config(device: torch.device, root: str) -> dict:
     }
 
 
-def bare_steps(cfg, steps: int = 10) -> float:
-    """Seconds for ``steps`` training steps on a fresh trainer (after one warm-up step)."""
+@contextlib.contextmanager
+def step_timer() -> Iterator[list[tuple[float, float]]]:
+    """Patch the trainer's step methods and the run log; yields ``(epoch s, steps s)`` pairs,
+    one per epoch, steps s being the time spent in observe, mix and train_step."""
+    from rlmix.runlog import RunLog
     from rlmix.trainer import Trainer
 
-    t = Trainer(cfg)
-    t.begin_epoch()
-    batch = t.observe(saliency=False)
-    t.train_step(*t.mix(batch, None)[:2])
-    start = time.perf_counter()
-    for _ in range(steps):
-        batch = t.observe(saliency=False)
-        t.train_step(*t.mix(batch, None)[:2])
-    return time.perf_counter() - start
+    inside = [0.0]
+    epochs: list[tuple[float, float]] = []
+
+    def timed(method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                inside[0] += time.perf_counter() - start
+
+        return wrapper
+
+    def end_epoch(self, row, seconds):
+        epochs.append((seconds, inside[0]))
+        inside[0] = 0.0
+        return original_end(self, row, seconds)
+
+    original_end = RunLog.end_epoch
+    names = ("observe", "mix", "train_step")
+    originals = {n: getattr(Trainer, n) for n in names}
+    try:
+        for n in names:
+            setattr(Trainer, n, timed(originals[n]))
+        RunLog.end_epoch = end_epoch
+        yield epochs
+    finally:
+        for n in names:
+            setattr(Trainer, n, originals[n])
+        RunLog.end_epoch = original_end
 
 
-def epoch_seconds(cfg) -> float:
-    """Median end-to-end epoch time of a short ``rlmix.train`` run (last, evaluated, excluded)."""
+def epoch_overheads(cfg) -> list[tuple[float, float]]:
+    """``(epoch s, steps s)`` of a short ``rlmix.train`` run, first and last epoch excluded."""
     from rlmix.train import train_fixed
 
-    train_fixed(cfg, progress=False)
-    times = json.loads((Path(cfg.out) / "timings.json").read_text())["epoch_time_s"]
-    return median(times[1:-1])
+    with step_timer() as epochs:
+        train_fixed(cfg, progress=False)
+    return epochs[1:-1]
 
 
 def run(args: argparse.Namespace, device: torch.device) -> dict:
@@ -101,38 +130,36 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
 
     cadences = [int(c) for c in args.checkpoint_every.split(",")]
     print(f"[boundary] {header_line(device)}", flush=True)
-    bare: list[float] = []
-    epochs: dict[int, list[float]] = {c: [] for c in cadences}
+    epochs: dict[int, list[tuple[float, float]]] = {c: [] for c in cadences}
     with tempfile.TemporaryDirectory(prefix="rlmix-bench-") as tmp:
         base = base_config(device, str(Path("data").resolve()))
         for i in range(args.warmup + args.repeats):
-            timed = i >= args.warmup
-            step_cfg = load_config(base, {"out": f"{tmp}/steps", "trainer.epochs": 1})
-            s = bare_steps(step_cfg)
             for c in cadences:
                 cfg = load_config(
                     base,
                     {"out": f"{tmp}/run{i}_{c}", "trainer.epochs": args.epochs,
                      "trainer.checkpoint_every": c},
                 )  # fmt: skip
-                e = epoch_seconds(cfg)
-                if timed:
-                    epochs[c].append(e)
-            if timed:
-                bare.append(s)
+                pairs = epoch_overheads(cfg)
+                if i >= args.warmup:
+                    epochs[c].extend(pairs)
             print(f"  repeat {i + 1}/{args.warmup + args.repeats}", flush=True)
-    steps_s = median(bare)
-    rows = []
-    for c in cadences:
-        e = median(epochs[c])
-        rows.append(
-            {"checkpoint_every": c, "epoch_s": e, "steps_s": steps_s, "overhead": 1 - steps_s / e}
-        )
+    rows = [
+        {
+            "checkpoint_every": c,
+            "epoch_s": median([e for e, _ in epochs[c]]),
+            "steps_s": median([s for _, s in epochs[c]]),
+            "overhead": median([1 - s / e for e, s in epochs[c]]),
+            "epochs_timed": len(epochs[c]),
+        }
+        for c in cadences
+    ]
     table = format_table(
-        ("checkpoint every", "10 bare steps s", "epoch s", "overhead"),
+        ("checkpoint every", "epochs timed", "bare steps s", "epoch s", "overhead"),
         [
             [
                 r["checkpoint_every"],
+                r["epochs_timed"],
                 f"{r['steps_s']:.3f}",
                 f"{r['epoch_s']:.3f}",
                 f"{100 * r['overhead']:.1f}%",
