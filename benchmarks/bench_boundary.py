@@ -30,31 +30,23 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import (
-    Target,
-    add_common_args,
-    format_table,
-    header_line,
-    main_of,
-    median,
-    new_parser,
-    parse,
-    report,
-)
+from benchmarks import common
 
 NAME = "boundary"
 LIMIT = 0.10  # epoch-boundary overhead / epoch
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = new_parser(NAME, "Epoch-boundary overhead of a 10-step epoch against its bare steps.")
+    p = common.new_parser(
+        NAME, "Epoch-boundary overhead of a 10-step epoch against its bare steps."
+    )
     p.add_argument(
         "--checkpoint-every",
         default="1,25",
         help="trainer.checkpoint_every values to measure (default 1,25)",
     )
     p.add_argument("--epochs", type=int, default=8, help="epochs per timed run (default 8)")
-    add_common_args(p, repeats=3, warmup=1)
+    common.add_common_args(p, repeats=3, warmup=1)
     return p
 
 
@@ -129,7 +121,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     from rlmix.config import load_config
 
     cadences = [int(c) for c in args.checkpoint_every.split(",")]
-    print(f"[boundary] {header_line(device)}", flush=True)
+    print(f"[boundary] {common.header_line(device)}", flush=True)
     epochs: dict[int, list[tuple[float, float]]] = {c: [] for c in cadences}
     with tempfile.TemporaryDirectory(prefix="rlmix-bench-") as tmp:
         base = base_config(device, str(Path("data").resolve()))
@@ -147,14 +139,14 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     rows = [
         {
             "checkpoint_every": c,
-            "epoch_s": median([e for e, _ in epochs[c]]),
-            "steps_s": median([s for _, s in epochs[c]]),
-            "overhead": median([1 - s / e for e, s in epochs[c]]),
+            "epoch_s": common.median([e for e, _ in epochs[c]]),
+            "steps_s": common.median([s for _, s in epochs[c]]),
+            "overhead": common.median([1 - s / e for e, s in epochs[c]]),
             "epochs_timed": len(epochs[c]),
         }
         for c in cadences
     ]
-    table = format_table(
+    table = common.format_table(
         ("checkpoint every", "epochs timed", "bare steps s", "epoch s", "overhead"),
         [
             [
@@ -169,7 +161,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
         left=2,
     )
     targets = [
-        Target(
+        common.Target(
             f"epoch-boundary overhead, checkpoint every {r['checkpoint_every']} epochs",
             100 * r["overhead"],
             100 * LIMIT,
@@ -178,12 +170,12 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
         for r in rows
         if r["checkpoint_every"] != 1
     ]
-    return report(NAME, args, device, table, rows, targets)
+    return common.report(NAME, args, device, table, rows, targets)
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p, args, device = parse(build_parser, argv)
+    p, args, device = common.parse(build_parser, argv)
     try:
         if min(int(c) for c in args.checkpoint_every.split(",")) < 1:
             raise ValueError
@@ -194,7 +186,7 @@ def execute(argv: list[str] | None = None) -> dict:
     return run(args, device)
 
 
-main = main_of(execute)
+main = common.main_of(execute)
 
 if __name__ == "__main__":
     sys.exit(main())
