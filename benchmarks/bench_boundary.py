@@ -38,7 +38,7 @@ LIMIT = 0.10  # epoch-boundary overhead / epoch
 
 def build_parser() -> argparse.ArgumentParser:
     p = common.new_parser(
-        NAME, "Epoch-boundary overhead of a 10-step epoch against its bare steps."
+        "bench_boundary", "Epoch-boundary overhead of a 10-step epoch against its bare steps."
     )
     p.add_argument(
         "--checkpoint-every",
