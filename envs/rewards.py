@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from envs.spaces import batch_ranks
 from rlmix.errors import RlmixError
 from rlmix.registry import Registry
 from rlmix.saliency import pool_saliency
@@ -241,12 +242,10 @@ def test_acc_gain(inputs: RewardInputs) -> float:
 def probe_targets(pooled: torch.Tensor, k: int) -> torch.Tensor:
     """The ``probe_rank`` optimum (B,) long from pooled saliency maps (B, g, g): ``floor(K *
     rank / B)``, where ``rank`` is the image's position (0 = smallest) when the batch is sorted
-    by its largest saliency cell (ties by batch order)."""
-    b = pooled.shape[0]
-    peak = pooled.flatten(1).amax(dim=1)
-    rank = torch.empty(b, dtype=torch.long, device=pooled.device)
-    rank[torch.argsort(peak, stable=True)] = torch.arange(b, device=pooled.device)
-    return torch.div(rank * k, b, rounding_mode="floor")
+    by its largest saliency cell (:func:`envs.spaces.batch_ranks`, as the slot observation's
+    ``saliency_peak_rank``)."""
+    rank = batch_ranks(pooled.flatten(1).amax(dim=1))
+    return torch.div(rank * k, pooled.shape[0], rounding_mode="floor")
 
 
 @register_reward("probe_rank", clean_saliency=True)

@@ -37,15 +37,12 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from envs.spaces import CONTEXT, batch_size_of, slot_spaces
+from envs.spaces import CONTEXT, batch_ranks, batch_size_of, slot_spaces
 
 
 def _rank(values: torch.Tensor) -> torch.Tensor:
-    """Each entry's rank in [0, 1] (0 = smallest; ties by position)."""
-    b = values.shape[0]
-    rank = torch.empty(b, dtype=torch.float32)
-    rank[torch.argsort(values, stable=True)] = torch.arange(b, dtype=torch.float32)
-    return rank / max(b - 1, 1)
+    """Each entry's rank in its batch, scaled to [0, 1] (:func:`envs.spaces.batch_ranks`)."""
+    return batch_ranks(values).float() / max(values.shape[0] - 1, 1)
 
 
 def slot_context(

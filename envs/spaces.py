@@ -15,6 +15,7 @@ An action index ``a`` means the top-k ``q = topk_space(K)[a]`` (:func:`rlmix.mix
 from __future__ import annotations
 
 import numpy as np
+import torch
 from gymnasium import spaces
 
 #: The slot observation's ``context`` features, each in [0, 1]:
@@ -28,6 +29,18 @@ CONTEXT = (
     "batch_saliency_entropy",  # batch mean of the saliency map's entropy / ln g^2
     "batch_saliency_peak",  # batch mean of the largest saliency cell
 )
+
+
+def batch_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Each entry's rank (B,) long in its batch (0 = smallest; ties by batch position).
+
+    The one ranking behind the ``*_rank`` features of :data:`CONTEXT` and the targets of the
+    ``probe_rank`` reward, so that the probe's optimum is exactly what a slot observes.
+    """
+    b = values.shape[0]
+    rank = torch.empty(b, dtype=torch.long, device=values.device)
+    rank[torch.argsort(values, stable=True)] = torch.arange(b, device=values.device)
+    return rank
 
 
 def batch_spaces(
@@ -116,6 +129,7 @@ def check_action(action: object, space: spaces.MultiDiscrete) -> np.ndarray:
 
 __all__ = [
     "CONTEXT",
+    "batch_ranks",
     "batch_size_of",
     "batch_spaces",
     "check_action",

@@ -9,8 +9,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.ppo import make_ppo
 from envs import ImageSlotVecEnv, MixupEnv
+from envs.rewards import probe_targets
 from envs.slots import slot_context
-from envs.spaces import CONTEXT
+from envs.spaces import CONTEXT, batch_ranks
 from rlmix.config import load_config
 
 
@@ -95,6 +96,22 @@ def test_slot_context_hand_computed():
         [0.25, 0.5, 1.0, 1.0, 0.625, (1 + h1) / 2, 0.5, 0.625],
     ]
     np.testing.assert_allclose(ctx, expected, atol=1e-6)
+
+
+def test_batch_ranks_break_ties_by_position():
+    assert batch_ranks(torch.tensor([3.0, 1.0, 2.0, 1.0])).tolist() == [3, 0, 2, 1]
+
+
+def test_probe_targets_are_the_observed_peak_rank():
+    """probe_rank's optimum is a function of what a slot observes: its saliency_peak_rank."""
+    rng = np.random.default_rng(0)
+    sal = rng.random((20, 4, 4)).astype(np.float32)
+    sal[3] = sal[7]  # a tie
+    sal /= sal.sum(axis=(1, 2), keepdims=True)
+    ctx = slot_context(sal, np.zeros((20, 3), np.float32), progress=0.0, lr_fraction=1.0)
+    rank = np.rint(ctx[:, CONTEXT.index("saliency_peak_rank")] * 19).astype(np.int64)
+    assert sorted(rank.tolist()) == list(range(20))
+    np.testing.assert_array_equal(probe_targets(torch.from_numpy(sal), 10).numpy(), rank * 10 // 20)
 
 
 class Record(BaseCallback):
