@@ -112,7 +112,7 @@ class Run:
         *,
         label: str,
         payload: Callable[[], dict[str, Any]],
-        on_save: Callable[[], None] | None = None,
+        on_save: Callable[[dict[str, Any]], None] | None = None,
         stop_after: int | None = None,
     ) -> dict[str, Any]:
         """Run ``algo`` on the slot env until the last epoch (or epoch ``stop_after``).
@@ -121,7 +121,8 @@ class Run:
             algo: PPO or a :class:`baselines.PolicyRunner` on :attr:`venv`.
             label: what trains, for progress bars and plots (``"R-Mix"``, ``"RL-Mix"``).
             payload: the algorithm's part of a checkpoint (policy or agent state).
-            on_save: called after each checkpoint (e.g. to export ``agent.zip``).
+            on_save: called with the saved state after each checkpoint (e.g. to export
+                ``agent.zip`` from the payload).
             stop_after: stop after this epoch (checkpointed; continue with ``resume``).
 
         Returns:
@@ -147,7 +148,7 @@ class Run:
             }
             save_checkpoint(self.out / "checkpoint.pt", state)
             if on_save is not None:
-                on_save()
+                on_save(state)
             log.write(extra)
 
         remaining = max(0, last - t.epoch) * t.steps_per_epoch * self.venv.num_envs

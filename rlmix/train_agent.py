@@ -79,7 +79,9 @@ def train_agent(
         model,
         label="RL-Mix",
         payload=lambda: {"agent": agent_to_bytes(model)},
-        on_save=lambda: atomic_write(run.out / "agent.zip", model.save),
+        on_save=lambda state: atomic_write(  # the payload's zip: the agent serialised once
+            run.out / "agent.zip", lambda f: f.write(state["agent"].numpy().tobytes())
+        ),
         stop_after=stop_after,
     )
 
