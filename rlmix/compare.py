@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,11 @@ class Result:
     final: dict[str, float]
     history: list[dict[str, Any]]
     epoch_times: list[float]
-    values: dict[str, float] = field(default_factory=dict)
+
+    @functools.cached_property
+    def values(self) -> dict[str, float]:
+        """The run's numbers for the tables (:func:`run_values`)."""
+        return run_values(self)
 
 
 def run_job(job: Job, threads: int | None = None) -> Result:
@@ -425,8 +430,6 @@ def compare(
     results = run_jobs(
         make_jobs(cfg, policies, seeds, rewards, reference, out), jobs, progress=progress
     )
-    for r in results:
-        r.values = run_values(r)
     rows = summarise(results, reference, confidence)
     title = (
         f"{cfg.data.name} / {cfg.model.name}, {cfg.trainer.epochs} epochs, seeds {seeds} "
