@@ -130,13 +130,14 @@ class ImageSlotVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         obs, _, terminated, truncated, info = self.env.step(self._actions)
         rewards = np.asarray(info["reward_per_image"], dtype=np.float32)
-        slot_obs = self.slot_observation(obs)
         if not (terminated or truncated):
-            return slot_obs, rewards, np.zeros(self.num_envs, dtype=bool), [info] * self.num_envs
+            obs = self.slot_observation(obs)
+            return obs, rewards, np.zeros(self.num_envs, dtype=bool), [info] * self.num_envs
         infos = [{**info, "TimeLimit.truncated": truncated} for _ in range(self.num_envs)]
-        if self.terminal_observations:
+        if self.terminal_observations:  # else the epoch's last observation is not needed
+            terminal = self.slot_observation(obs)
             for i, slot_info in enumerate(infos):
-                slot_info["terminal_observation"] = {k: v[i] for k, v in slot_obs.items()}
+                slot_info["terminal_observation"] = {k: v[i] for k, v in terminal.items()}
         return self.reset(), rewards, np.ones(self.num_envs, dtype=bool), infos
 
     def close(self) -> None:
