@@ -547,10 +547,14 @@ class Mixer:
             raise ValueError("num_classes must be set to mix integer class labels")
         return one_hot(y, self.num_classes, dtype=dtype, smoothing=self.smoothing)
 
+    def _stream(self, generator: torch.Generator | None) -> torch.Generator | None:
+        """The generator to draw from: ``generator``, or the mixer's own when None."""
+        return self.generator if generator is None else generator
+
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MixParams:
         """Draw the parameters for the batch ``x`` (B, C, H, W)."""
         b = _check_images(x)[0]
-        g = self.generator if generator is None else generator
+        g = self._stream(generator)
         lam = sample_lam(self.alpha, g)
         return MixParams(lam, sample_perm(b, g, device=x.device))
 
@@ -592,7 +596,7 @@ class CutMix(Mixer):
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MixParams:
         params = super().sample(x, generator)
         h, w = x.shape[-2:]
-        box = cutmix_box(h, w, params.lam, self.generator if generator is None else generator)
+        box = cutmix_box(h, w, params.lam, self._stream(generator))
         return replace(params, box=box)
 
     def apply(self, x, y, params, **inputs):
@@ -637,7 +641,7 @@ class RMix(Mixer):
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MixParams:
         params = super().sample(x, generator)
-        grid = sample_grid(self.grids, self.generator if generator is None else generator)
+        grid = sample_grid(self.grids, self._stream(generator))
         return replace(params, grid=grid)
 
     def apply(self, x, y, params, *, saliency: torch.Tensor, q: torch.Tensor, **inputs):
