@@ -1,4 +1,9 @@
-"""``module:function`` rewards for the bad-input tests (importable as tests.reward_fixtures:NAME)."""
+"""Deliberately broken ``module:function`` rewards (``tests.reward_fixtures:NAME``).
+
+Not a test module: pytest does not collect it. The tests that use these rewards, and assert
+the one-line error each must produce, are in ``tests/test_reliability.py`` (the
+``tests.reward_fixtures:`` cases of its bad-input table, and the reward that fails in epoch 2).
+"""
 
 import torch
 
