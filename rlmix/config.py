@@ -38,16 +38,17 @@ class DataConfig:
     download: bool = False  # let torchvision download CIFAR or (Fashion-)MNIST (needs network)
     augment: bool = True  # random crop with padding + horizontal flip on training batches
     eval_batch_size: int = 500  # batch size of the test loader
-    val_size: int = 0  # held-out images carved from the training split (val_loss_drop reward)
-    train_per_class: int = 0  # class-balanced training subset: images per class (0: all)
-    split_seed: int = 0  # seed of the held-out split and the subset (not the run seed)
-    options: dict[str, Any] = field(default_factory=dict)  # dataset-specific options
+    val_size: int = 0  # held-out images carved from the training budget when a reward needs them
+    hold_out: str = "auto"  # carve val_size: auto (only when a reward uses it) or always
+    train_per_class: int = 0  # class-balanced training budget: images per class (0: all)
+    split_seed: int = 0  # seed of the held-out split and the budget (not the run seed)
+    options: dict[str, Any] = field(default_factory=dict)  # options of dataset `name` only
 
 
 @dataclass
 class ModelConfig:
     name: str = "resnet_tiny"  # see rlmix.models.list_models()
-    options: dict[str, Any] = field(default_factory=dict)  # architecture options
+    options: dict[str, Any] = field(default_factory=dict)  # options of model `name` only
 
 
 @dataclass
@@ -87,6 +88,9 @@ class EnvConfig:
     eval_every: int = 1  # evaluate on the test split every N epochs (and after the last)
     eval_fgsm: bool = True  # include the FGSM error in evaluations
     eval_localization: bool = True  # include CAM localisation where the data has boxes
+    counterfactual_every: int | None = None  # score a random top-k on every Nth step's state
+    # (policy_gain; 0 off; None: 1 for rlmix.train_agent, 0 for rlmix.train)
+    ema_decay: float = 0.99  # per-step decay of the EMA teacher (ema_agreement reward)
 
 
 @dataclass
@@ -104,6 +108,7 @@ class AgentConfig:
     vf_coef: float = 0.5  # value loss weight
     max_grad_norm: float = 0.5  # gradient clipping
     target_kl: float | None = None  # stop PPO epochs early above this KL
+    baseline: str = "critic"  # critic: PPO's advantage of r_i; counterfactual: of r_i - r_i(random)
     embed_dim: int = 64  # per-image embedding width of the policy
     hidden: int = 64  # hidden width of the actor and critic heads
 
@@ -139,6 +144,8 @@ _CHOICES = {
     "mix.saliency_mode": ("train", "eval"),
     "trainer.loss": ("soft_ce", "bce"),
     "env.observe": ("auto", "always"),
+    "data.hold_out": ("auto", "always"),
+    "agent.baseline": ("critic", "counterfactual"),
 }
 
 
@@ -163,6 +170,12 @@ def _check_ranges(cfg: Config) -> None:
         ("env.obs_grid", e.obs_grid >= 1, "must be >= 1"),
         ("env.logit_clip", e.logit_clip > 0, "must be > 0"),
         ("env.eval_every", e.eval_every >= 1, "must be >= 1"),
+        (
+            "env.counterfactual_every",
+            e.counterfactual_every is None or e.counterfactual_every >= 0,
+            "must be >= 0 (0: off)",
+        ),
+        ("env.ema_decay", 0 <= e.ema_decay < 1, "must be in [0, 1)"),
         ("data.eval_batch_size", cfg.data.eval_batch_size >= 1, "must be >= 1"),
         ("data.val_size", cfg.data.val_size >= 0, "must be >= 0"),
         ("data.train_per_class", cfg.data.train_per_class >= 0, "must be >= 0"),
@@ -346,6 +359,32 @@ def leaf_keys() -> dict[str, str]:
     return {k: v[0] for k, v in seen.items() if len(v) == 1}
 
 
+# Sections whose ``options`` belong to the ``name`` they were written for.
+_NAMED_SECTIONS = {"data": DataConfig, "model": ModelConfig}
+
+
+def _drop_foreign_options(data: dict, updates: list[dict]) -> dict:
+    """``data`` without the ``options`` of a section whose ``name`` the updates change.
+
+    A config's dataset (or model) options are meant for its dataset (or model): switching
+    ``data.name`` drops them, so ``--set data.name=mnist`` works from a config written for
+    ``shapes``. Options the updates set themselves are applied afterwards and still checked.
+    """
+    out = dict(data)
+    for section, cls in _NAMED_SECTIONS.items():
+        base = out.get(section)
+        if not isinstance(base, dict) or not base.get("options"):
+            continue
+        names = [
+            u[section]["name"]
+            for u in updates
+            if isinstance(u.get(section), dict) and "name" in u[section]
+        ]
+        if names and names[-1] != base.get("name", cls().name):
+            out[section] = {k: v for k, v in base.items() if k != "options"}
+    return out
+
+
 def load_config(
     config: str | Path | dict | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
@@ -356,7 +395,9 @@ def load_config(
         config: a YAML path, a shipped config's name, a dict, or None for the embedded default
             (``default``).
         overrides: ``["trainer.lr_max=0.2", ...]`` or ``{"trainer.lr_max": 0.2, "reward": ...}``;
-            keys are dotted paths, or leaf names that occur in one section only.
+            keys are dotted paths, or leaf names that occur in one section only. An override
+            that changes ``data.name`` or ``model.name`` drops the config's options for the
+            previous dataset or model.
     """
     if config is None:
         data = read_yaml(DEFAULT_CONFIG)
@@ -367,12 +408,16 @@ def load_config(
     if isinstance(overrides, list):
         overrides = dict(parse_override(o) for o in overrides)
     leaves = leaf_keys()
+    updates = []
     for key, value in (overrides or {}).items():
         dotted = key if "." in key or key not in leaves else leaves[key]
         if isinstance(value, dict) and "." not in dotted and key not in leaves:
-            data = _merge(data, {dotted: value})
+            updates.append({dotted: value})
         else:
-            data = _merge(data, _nest(dotted, value))
+            updates.append(_nest(dotted, value))
+    data = _drop_foreign_options(data, updates)
+    for update in updates:
+        data = _merge(data, update)
     cfg = _build(Config, data, "")
     _check_ranges(cfg)
     return cfg

@@ -55,28 +55,40 @@ def _data(n_per_class=30, classes=4):
     return ImageTensors(images.contiguous(), labels)
 
 
-def test_carve_is_stratified_disjoint_and_seeded():
+def _ids(split):
+    return set(split.images[:, 0, 0, 0].tolist())
+
+
+def test_carve_holds_out_of_the_budget_stratified_disjoint_and_seeded():
     data = _data()
     train, held = carve(data, val_size=20, per_class=10, seed=3)
     assert torch.bincount(held.labels).tolist() == [5, 5, 5, 5]
-    assert torch.bincount(train.labels).tolist() == [10, 10, 10, 10]
-    ids_train = set(train.images[:, 0, 0, 0].tolist())
-    ids_held = set(held.images[:, 0, 0, 0].tolist())
-    assert not ids_train & ids_held  # held-out images are never trained on
+    assert torch.bincount(train.labels).tolist() == [5, 5, 5, 5]  # 10 per class in all
+    assert not _ids(train) & _ids(held)  # held-out images are never trained on
+    # the same labelled budget with and without a held-out split
+    budget, none = carve(data, per_class=10, seed=3)
+    assert none is None and torch.bincount(budget.labels).tolist() == [10, 10, 10, 10]
+    assert _ids(train) | _ids(held) == _ids(budget)
     again = carve(data, val_size=20, per_class=10, seed=3)
     assert torch.equal(again[0].images, train.images) and torch.equal(again[1].images, held.images)
     other = carve(data, val_size=20, per_class=10, seed=4)
     assert not torch.equal(other[1].images, held.images)
     everything, none = carve(data)
     assert none is None and torch.equal(everything.images, data.images)
+    rest, held = carve(data, val_size=20, seed=3)  # no budget: held out of the whole split
+    assert len(rest) == 100 and _ids(rest) | _ids(held) == _ids(data)
 
 
 def test_carve_errors():
     with pytest.raises(
-        ValueError, match=r"val_size \(120\) must be smaller than the training split"
+        ValueError, match=r"val_size \(120\) must be smaller than the training budget \(120"
     ):
         carve(_data(), val_size=120)
     with pytest.raises(
-        ValueError, match=r"train_per_class \(26\) exceeds the 25 images of class 0"
+        ValueError, match=r"val_size \(40\) must be smaller than the training budget \(40 images"
     ):
-        carve(_data(), val_size=20, per_class=26)
+        carve(_data(), val_size=40, per_class=10)
+    with pytest.raises(
+        ValueError, match=r"train_per_class \(31\) exceeds the 30 images of class 0"
+    ):
+        carve(_data(), val_size=20, per_class=31)

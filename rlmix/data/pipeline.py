@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from rlmix.config import DataConfig
-from rlmix.data.base import DatasetInfo, load_dataset
+from rlmix.data.base import DatasetInfo, ImageTensors, load_dataset
 from rlmix.data.loader import BatchLoader
 from rlmix.data.splits import carve
 from rlmix.errors import ConfigError
@@ -17,14 +17,24 @@ from rlmix.errors import ConfigError
 class Loaders:
     """A run's data: the training, test and (optional) held-out loaders and the dataset info.
 
-    ``val`` yields the held-out split (``data.val_size`` images, carved from the training split,
-    never the test split) as one batch per rank: the ``val_loss_drop`` reward's one forward.
+    ``val`` yields the held-out split (``data.val_size`` images carved from the training budget,
+    never the test split) as one batch per rank; ``held_out`` is its split (None without one).
     """
 
     train: BatchLoader
     test: BatchLoader
     val: BatchLoader | None
     info: DatasetInfo
+    held_out: ImageTensors | None = None
+
+    @property
+    def train_images(self) -> int:
+        """Images the classifier trains on (the budget minus the held-out split)."""
+        return len(self.train.data)
+
+    @property
+    def held_out_images(self) -> int:
+        return 0 if self.held_out is None else len(self.held_out)
 
 
 def build_loaders(
@@ -34,10 +44,13 @@ def build_loaders(
     seed: int,
     device: torch.device,
     localization: bool = True,
+    hold_out: bool = False,
     rank: int = 0,
     world_size: int = 1,
 ) -> Loaders:
-    """Load ``d.name``, carve the held-out split and training subset, and build the loaders.
+    """Load ``d.name``, draw the training budget, hold ``d.val_size`` of it out when
+    ``hold_out`` (something uses the held-out split, or ``data.hold_out`` is ``always``), and
+    build the loaders.
 
     ``batch_size`` is the global training batch; under torchrun each loader yields this rank's
     shard of every batch. Raises :class:`ConfigError` naming the config key at fault.
@@ -46,9 +59,8 @@ def build_loaders(
         train, test, info = load_dataset(
             d.name, root=d.root, download=d.download, seed=seed, **d.options
         )
-        train, val = carve(
-            train, val_size=d.val_size, per_class=d.train_per_class, seed=d.split_seed
-        )
+        val_size = d.val_size if hold_out or d.hold_out == "always" else 0
+        train, val = carve(train, val_size=val_size, per_class=d.train_per_class, seed=d.split_seed)
     except ValueError as e:
         raise ConfigError(f"data: {e}") from e
     if batch_size > len(train):
@@ -79,7 +91,7 @@ def build_loaders(
         val_loader = BatchLoader(
             val, len(val), shuffle=False, drop_last=False, augment=False, **shard
         )
-    return Loaders(train_loader, test_loader, val_loader, info)
+    return Loaders(train_loader, test_loader, val_loader, info, val)
 
 
 __all__ = ["Loaders", "build_loaders"]

@@ -1,11 +1,12 @@
-"""Carving a training split: a held-out split and a class-balanced training subset.
+"""Carving a training split: the labelled training budget and a held-out split taken from it.
 
-:func:`carve` applies both, in this order: the held-out split (``val_size`` images, stratified by
-class) comes out of the whole training split first, then the training subset (``per_class``
-images of every class) is drawn from what remains, so the two never overlap and the held-out
-images are never trained on. Both draws use the ``split`` stream of :mod:`rlmix.seeding` with
-their own seed, so every run with the same ``split_seed`` sees the same images whatever its run
-seed: paired comparisons over run seeds share their data.
+:func:`carve` first draws the **budget**: ``per_class`` images of every class (a class-balanced
+subset; all images when 0). The **held-out** split (``val_size`` images, stratified by class) then
+comes out of that budget, so a run that holds images out trains on ``budget - val_size`` images
+and spends no more labels than one that does not: comparisons at the same labelled budget stay
+honest. Both draws use the ``split`` stream of :mod:`rlmix.seeding` with their own seed, so every
+run with the same ``split_seed`` sees the same images whatever its run seed: paired comparisons
+over run seeds share their data, and the budget is the same with and without a held-out split.
 """
 
 from __future__ import annotations
@@ -40,42 +41,42 @@ def _class_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Tens
 def carve(
     train: ImageTensors, *, val_size: int = 0, per_class: int = 0, seed: int = 0
 ) -> tuple[ImageTensors, ImageTensors | None]:
-    """Split ``train`` into ``(train_subset, held_out)``.
+    """Split ``train`` into ``(training images, held_out)`` (see the module docstring).
 
     Args:
         train: the dataset's training split.
-        val_size: images in the held-out split (0: none), stratified by class.
-        per_class: training images kept per class (0: all that remain).
+        val_size: images held out of the budget (0: none), stratified by class.
+        per_class: budget images per class (0: the whole split).
         seed: the split seed (not the run seed).
 
     Returns:
-        The training subset and the held-out split (None when ``val_size`` is 0).
+        The training images (the budget minus the held-out split) and the held-out split (None
+        when ``val_size`` is 0).
 
     Raises:
-        ValueError: the split is too small for ``val_size``, or a class has fewer than
-            ``per_class`` images left.
+        ValueError: a class has fewer than ``per_class`` images, or the budget is not larger
+            than ``val_size``.
     """
-    n = len(train)
-    if val_size >= n:
-        raise ValueError(f"val_size ({val_size}) must be smaller than the training split ({n})")
-    rest = torch.arange(n)
-    held_out = None
-    if val_size:
-        order = _class_order(train.labels, stream_generator(seed, "split", 0))
-        held_out = take(train, order[:val_size].sort().values)
-        rest = order[val_size:].sort().values
+    budget = torch.arange(len(train))
     if per_class:
-        labels = train.labels[rest]
-        counts = torch.bincount(labels)
+        counts = torch.bincount(train.labels)
         short = [c for c in range(counts.shape[0]) if 0 < counts[c] < per_class]
         if short:
             raise ValueError(
                 f"train_per_class ({per_class}) exceeds the {int(counts[short[0]])} images of "
-                f"class {short[0]} left for training"
+                f"class {short[0]}"
             )
-        order = rest[_class_order(labels, stream_generator(seed, "split", 1))]
-        rest = order[: per_class * int((counts > 0).sum())].sort().values
-    return take(train, rest), held_out
+        order = _class_order(train.labels, stream_generator(seed, "split", 1))
+        budget = order[: per_class * int((counts > 0).sum())].sort().values
+    if not val_size:
+        return take(train, budget), None
+    if val_size >= budget.shape[0]:
+        raise ValueError(
+            f"val_size ({val_size}) must be smaller than the training budget "
+            f"({budget.shape[0]} images)"
+        )
+    order = budget[_class_order(train.labels[budget], stream_generator(seed, "split", 0))]
+    return take(train, order[val_size:].sort().values), take(train, order[:val_size].sort().values)
 
 
 __all__ = ["carve", "take"]
