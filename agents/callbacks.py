@@ -64,8 +64,15 @@ class EpochStats:
             self.values.setdefault(key, []).append(value)
 
     def row(self, epoch: int) -> dict[str, Any]:
+        """Means of the step values; for the policy gains also their standard error over
+        steps (``<key>_se``) and the number of counterfactual steps (``<key>_n``, an int)."""
         row: dict[str, Any] = {"epoch": float(epoch)}
-        row.update({key: float(np.mean(v)) for key, v in self.values.items()})
+        for key, v in self.values.items():
+            row[key] = float(np.mean(v))
+            if key.startswith("policy_gain"):
+                row[f"{key}_n"] = len(v)
+                if len(v) > 1:
+                    row[f"{key}_se"] = float(np.std(v, ddof=1) / math.sqrt(len(v)))
         if self.counts.any():
             row["q_hist"] = self.counts.tolist()
         return row
@@ -74,16 +81,22 @@ class EpochStats:
 class EpochLogCallback(BaseCallback):
     """Step scalars, epoch statistics and the history row of every epoch.
 
+    The step's reward is the env's (``info["reward_per_image"]``), whatever PPO is handed (a
+    difference reward with ``agent.baseline: counterfactual``). A counterfactual step's
+    ``policy_gain/<name>`` becomes ``policy_gain`` for the run's reward ``reward`` and
+    ``policy_gain_<name>`` for a logged one.
+
     Args:
         log: the run log (history, TensorBoard).
         k: size of the top-k space.
+        reward: the name of the run's reward (``env.reward``).
         diagnostics: compute the policy diagnostics each step (``model.action_probs`` of the
             observation the step acted on); off for mixers that ignore the action.
     """
 
-    def __init__(self, log: RunLog, k: int, *, diagnostics: bool = True) -> None:
+    def __init__(self, log: RunLog, k: int, *, reward: str = "", diagnostics: bool = True) -> None:
         super().__init__()
-        self.log, self.k, self.diagnostics = log, k, diagnostics
+        self.log, self.k, self.reward, self.diagnostics = log, k, reward, diagnostics
         self.q_values = topk_space(k).double().numpy()
         self.stats = EpochStats(k)
 
@@ -92,8 +105,12 @@ class EpochLogCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         info = self.locals["infos"][0]
-        reward = float(np.mean(self.locals["rewards"]))
+        reward = float(np.mean(info["reward_per_image"]))
         step = {"train_loss": info["train_loss"], "reward": reward, "mean_q": info["mean_q"]}
+        for key, value in info.items():
+            if key.startswith("policy_gain/"):
+                name = key[len("policy_gain/") :]
+                step["policy_gain" if name == self.reward else f"policy_gain_{name}"] = value
         self.stats.add(**step)
         self.stats.add(**{f"reward_{k[7:]}": v for k, v in info.items() if k.startswith("reward/")})
         for key, value in (*step.items(), ("lr", info["lr"])):
@@ -128,6 +145,8 @@ def format_row(row: dict[str, Any]) -> str:
         if key in row:
             parts.append(f"{label} {100 * row[key]:.2f}%")
     parts.append(f"reward {row['reward']:.4f}")
+    if "policy_gain" in row:
+        parts.append(f"gain vs random {row['policy_gain']:+.4f}")
     if "policy_entropy_frac" in row:
         parts.append(f"entropy {100 * row['policy_entropy_frac']:.1f}% of ln K")
     return " | ".join(parts)

@@ -14,7 +14,8 @@ learner exists, on rank 0). Every other rank calls :func:`follow`, which mirrors
 * ``close``: rank 0 broadcasts a stop with its exit status, which :func:`follow` returns.
 
 Shard observations travel as one float64 tensor per rank and step: saliency (b, g*g), logits
-(b, N) and the per-image reward (b, 1) side by side.
+(b, N), the per-image reward and its counterfactual (b, 2) side by side. The step's scalar
+rewards and policy gains (``reward/<name>``, ``policy_gain/<name>``) are averaged over ranks.
 """
 
 from __future__ import annotations
@@ -33,12 +34,26 @@ from rlmix.errors import RlmixError
 RESET, STEP, STOP = 1, 2, 3
 
 
-def _pack(obs: ObsType, reward: np.ndarray | None = None) -> torch.Tensor:
+def _pack(
+    obs: ObsType, reward: np.ndarray | None = None, counterfactual: np.ndarray | None = None
+) -> torch.Tensor:
+    """One shard's observation with its per-image reward and counterfactual (zeros if None)."""
     sal = torch.from_numpy(obs["saliency"]).double()
     b = sal.shape[0]
-    r = torch.zeros(b, 1, dtype=torch.float64) if reward is None else torch.from_numpy(reward)
-    parts = [sal.reshape(b, -1), torch.from_numpy(obs["logits"]).double(), r.reshape(b, 1)]
-    return torch.cat(parts, dim=1)
+    columns = [
+        torch.zeros(b, 1, dtype=torch.float64)
+        if v is None
+        else torch.from_numpy(np.asarray(v, np.float64)).reshape(b, 1)
+        for v in (reward, counterfactual)
+    ]
+    return torch.cat([sal.reshape(b, -1), torch.from_numpy(obs["logits"]).double(), *columns], 1)
+
+
+def _averaged(info: dict[str, Any]) -> dict[str, float]:
+    """``mean_q`` and the scalar rewards and gains of a step, averaged over ranks."""
+    keys = sorted(k for k in info if k == "mean_q" or k.startswith(("reward/", "policy_gain/")))
+    values = torch.tensor([float(info[k]) for k in keys], dtype=torch.float64)
+    return dict(zip(keys, distributed.all_reduce_mean(values).tolist(), strict=True))
 
 
 def _exchange_step(env: MixupEnv, action: np.ndarray | None) -> tuple:
@@ -48,9 +63,11 @@ def _exchange_step(env: MixupEnv, action: np.ndarray | None) -> tuple:
         None if action is None else torch.as_tensor(action), (b,), torch.int64
     )
     obs, _, terminated, truncated, info = env.step(local.cpu().numpy())
-    mean_q = distributed.all_reduce_mean(torch.tensor([info["mean_q"]], dtype=torch.float64))
-    packed = distributed.gather_interleaved(_pack(obs, info["reward_per_image"]))
-    return packed, float(mean_q[0]), terminated, truncated, info
+    averaged = _averaged(info)
+    packed = distributed.gather_interleaved(
+        _pack(obs, info["reward_per_image"], info.get("counterfactual_per_image"))
+    )
+    return packed, averaged, terminated, truncated, info
 
 
 class DistributedMixupEnv(gym.Env[ObsType, ActType]):
@@ -98,14 +115,14 @@ class DistributedMixupEnv(gym.Env[ObsType, ActType]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.env.load_state_dict(state)
 
-    def _unpack(self, packed: torch.Tensor) -> tuple[ObsType, np.ndarray]:
+    def _unpack(self, packed: torch.Tensor) -> tuple[ObsType, np.ndarray, np.ndarray]:
         packed = packed.cpu().numpy()
         g = self.env.cfg.env.obs_grid
         obs = {
             "saliency": packed[:, : g * g].reshape(-1, g, g).astype(np.float32),
-            "logits": packed[:, g * g : -1].astype(np.float32),
+            "logits": packed[:, g * g : -2].astype(np.float32),
         }
-        return obs, np.ascontiguousarray(packed[:, -1])
+        return obs, np.ascontiguousarray(packed[:, -2]), np.ascontiguousarray(packed[:, -1])
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -118,16 +135,13 @@ class DistributedMixupEnv(gym.Env[ObsType, ActType]):
     def step(self, action: ActType) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
         action = check_action(action, self.action_space)
         distributed.broadcast_ints([STEP, 0], 2)
-        packed, mean_q, terminated, truncated, info = _exchange_step(self.env, action)
-        obs, per_image = self._unpack(packed)
+        packed, averaged, terminated, truncated, info = _exchange_step(self.env, action)
+        obs, per_image, counterfactual = self._unpack(packed)
         reward = float(per_image.mean())
-        info.update(
-            {
-                "mean_q": mean_q,
-                f"reward/{self.reward_fn.name}": reward,
-                "reward_per_image": per_image,
-            }
-        )
+        info.update(averaged)
+        info.update({f"reward/{self.reward_fn.name}": reward, "reward_per_image": per_image})
+        if "counterfactual_per_image" in info:
+            info["counterfactual_per_image"] = counterfactual
         return obs, reward, terminated, truncated, info
 
     def close(self, code: int = 0) -> None:

@@ -9,14 +9,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.rewards import RewardInputs, get_reward
+from envs.rewards import Reward, RewardInputs, get_reward
 from envs.spaces import batch_spaces, check_action
 from rlmix import distributed
 from rlmix.config import Config, load_config
 from rlmix.errors import ConfigError, RlmixError
-from rlmix.mixing import topk_space
+from rlmix.mixing import MixParams, topk_space
 from rlmix.saliency import pool_saliency
-from rlmix.trainer import Batch, Trainer
+from rlmix.seeding import stream_generator
+from rlmix.trainer import Batch, StepOutput, Trainer
 
 ObsType = dict[str, np.ndarray]
 ActType = np.ndarray
@@ -54,9 +55,19 @@ class MixupEnv(gym.Env[ObsType, ActType]):
     vector, in batch order: the per-image credit the RL-Mix agent learns from
     (:class:`envs.ImageSlotVecEnv`).
 
+    **Same-batch counterfactual** (every ``env.counterfactual_every``-th step, R-Mix only): the
+    same batch, saliency, lam, partners and grid are also mixed with a top-k per image drawn
+    uniformly (what R-Mix would have done, from its own random stream) and scored by every
+    reward that has a counterfactual, on the weights before the step, without an optimiser step
+    and with BatchNorm statistics and all training streams untouched: turning it on leaves
+    training bit-identical. ``info["policy_gain/<reward>"]`` is then the mean over images of
+    r(taken) - r(counterfactual), and ``info["counterfactual_per_image"]`` the main reward's
+    counterfactual vector.
+
     **Episode end**: after the epoch's last batch the step returns ``truncated=True`` (training
     goes on; nothing terminates). ``info`` holds plain floats: ``train_loss``, ``lr``, ``mean_q``,
-    ``lam``, ``grid``, ``epoch``, ``reward/<name>``; at an evaluated epoch end also
+    ``lam``, ``grid``, ``epoch``, ``reward/<name>``, ``policy_gain/<name>`` (counterfactual
+    steps); at an evaluated epoch end also
     ``test/<metric>`` from :func:`rlmix.metrics.evaluate` (every ``env.eval_every`` epochs and
     after the last one); ``reward/<name>`` also for every reward of ``env.log_rewards``
     (computed and logged only, e.g. to score a fixed policy on the agent's reward); and the one
@@ -101,16 +112,28 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         self.cfg = cfg
         self.reward_fn = _reward(cfg.env.reward, "env.reward")
         self.logged_rewards = [_reward(name, "env.log_rewards") for name in cfg.env.log_rewards]
-        rewards = [self.reward_fn, *self.logged_rewards]
-        self.trainer = Trainer(cfg)
-        self.needs_val_loss = any(r.val_loss for r in rewards)
-        self.needs_mixed_saliency = any(r.mixed_saliency for r in rewards)
-        if self.needs_val_loss and self.trainer.val_loader is None:
-            name = next(r.name for r in rewards if r.val_loss)
+        self.rewards: list[Reward] = [self.reward_fn, *self.logged_rewards]
+        rewards = self.rewards
+        held_out = [r.name for r in rewards if r.held_out]
+        if held_out and cfg.data.val_size == 0:
             raise ConfigError(
-                f"reward '{name}' needs a held-out split: set data.val_size "
-                "(images carved from the training split, e.g. 500)"
+                f"reward '{held_out[0]}' needs a held-out split: set data.val_size "
+                "(images held out of the training budget, e.g. 100)"
             )
+        self.trainer = Trainer(
+            cfg, hold_out=bool(held_out), teacher=any(r.teacher for r in rewards)
+        )
+        self.needs_val_loss = any(r.val_loss for r in rewards)
+        self.needs_val_grad = any(r.val_grad for r in rewards)
+        self.needs_mixed_saliency = any(r.mixed_saliency for r in rewards)
+        self.needs_mixed = any(r.mixed for r in rewards)
+        self.needs_teacher = any(r.teacher for r in rewards)
+        every = cfg.env.counterfactual_every or 0
+        self.counterfactual_every = every if self.trainer.mixer.needs_saliency else 0
+        self.counterfactual_rewards = [  # "none" pays 0 whatever the mix: nothing to gain
+            r for r in rewards if r.has_counterfactual and r.name != "none"
+        ]
+        self._cf_generator: torch.Generator | None = None
         self.topk_space = topk_space(cfg.mix.k)
         b = cfg.trainer.batch_size // self.trainer.dist.world_size  # this rank's shard
         n, g = self.trainer.info.num_classes, cfg.env.obs_grid
@@ -145,6 +168,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         elif t.epoch_started and t.step_in_epoch > 0:
             t.end_epoch()  # abandon the rest of an unfinished epoch
         t.begin_epoch(self.run_seed)
+        self._cf_generator = stream_generator(self.run_seed, "counterfactual", t.epoch, t.dist.rank)
         self._prev_loss = None
         if self.needs_val_loss and self.prev_val_loss is None:
             self.prev_val_loss = t.val_loss()  # the run's first reset
@@ -159,8 +183,16 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         action_t = torch.as_tensor(check_action(action, self.action_space))
         q = self.topk_space[action_t]
         x_mix, y_mix, params = t.mix(self._batch, q)
-        loss_t, mixed_saliency = t.train_step(x_mix, y_mix, input_grad=self.needs_mixed_saliency)
-        loss = float(loss_t)
+        state = self._state_inputs()
+        teacher = t.teacher_probs(x_mix) if self.needs_teacher else None
+        cf_inputs = None
+        if self._counterfactual_due():  # before the step: the same weights as the taken mix
+            cf_action = torch.randint(self.cfg.mix.k, q.shape, generator=self._cf_generator)
+            cf_inputs = self.mix_inputs(params, cf_action, state=state)
+        out = t.train_step(
+            x_mix, y_mix, input_grad=self.needs_mixed_saliency, last_layer=self.needs_mixed
+        )
+        loss = float(out.loss)
         info: dict[str, Any] = {
             "train_loss": loss,
             "lr": t.lr,
@@ -181,28 +213,22 @@ class MixupEnv(gym.Env[ObsType, ActType]):
             q=q,
             loss=loss,
             action=action_t,
-            k=self.cfg.mix.k,
-            prev_loss=self._prev_loss,
-            obs_grid=self.cfg.env.obs_grid,
-            clean_saliency=self._batch.saliency,
-            mixed_saliency=mixed_saliency,
-            logits=self._batch.logits,
+            mixed_saliency=out.mixed_saliency,
+            mixed=out.mixed,
+            teacher_probs=teacher,
             val_loss=val_loss,
-            prev_val_loss=self.prev_val_loss,
             test_metrics=test_metrics,
-            prev_test_metrics=self.last_eval,
+            **state,
         )
-        per_image = r(inputs)
-        reward = float(per_image.mean())
-        if not distributed.all_true(bool(np.isfinite(per_image).all())):
-            bad = per_image[~np.isfinite(per_image)]
-            raise RlmixError(
-                f"reward '{r.name}' is {bad[0] if bad.size else 'not finite on another rank'} at "
-                f"epoch {t.epoch + 1}, step {t.step_in_epoch}; stopping"
-            )
-        info[f"reward/{r.name}"] = reward
-        for logged in self.logged_rewards:
-            info[f"reward/{logged.name}"] = float(logged(inputs).mean())
+        scored = {reward.name: self._score(reward, inputs) for reward in self.rewards}
+        per_image = scored[r.name]
+        info.update({f"reward/{name}": float(v.mean()) for name, v in scored.items()})
+        if cf_inputs is not None:
+            for reward in self.counterfactual_rewards:
+                cf_values = self._score(reward, cf_inputs)
+                info[f"policy_gain/{reward.name}"] = float((scored[reward.name] - cf_values).mean())
+                if reward is r:
+                    info["counterfactual_per_image"] = cf_values
         info["reward_per_image"] = per_image
         self._prev_loss = loss
         self.prev_val_loss = val_loss
@@ -215,9 +241,91 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         else:
             self._batch = t.observe(saliency=self.observe_saliency)
             obs = self._observation(self._batch)
-        return obs, reward, False, truncated, info
+        return obs, float(per_image.mean()), False, truncated, info
+
+    # -- scoring a mix without taking it --------------------------------------------------------
+
+    def _state_inputs(self) -> dict[str, Any]:
+        """The :class:`RewardInputs` fields that describe the state before this step (the same
+        for every mix of the batch): the clean batch, the held-out gradient, the history."""
+        return {
+            "k": self.cfg.mix.k,
+            "prev_loss": self._prev_loss,
+            "obs_grid": self.cfg.env.obs_grid,
+            "clean_saliency": self._batch.saliency,
+            "logits": self._batch.logits,
+            "prev_val_loss": self.prev_val_loss,
+            "prev_test_metrics": self.last_eval,
+            "val_grad": self.trainer.held_out_grad() if self.needs_val_grad else None,
+        }
+
+    def score(
+        self,
+        params: MixParams,
+        action: torch.Tensor,
+        *,
+        partner_action: torch.Tensor | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Every counterfactual-capable reward (per image) of mixing the current batch with
+        ``params`` and top-k ``action`` (B,) long, on the current weights, changing nothing:
+        the same-batch counterfactual (:meth:`mix_inputs`)."""
+        inputs = self.mix_inputs(params, action, partner_action=partner_action, state=state)
+        return {r.name: self._score(r, inputs) for r in self.counterfactual_rewards}
+
+    def mix_inputs(
+        self,
+        params: MixParams,
+        action: torch.Tensor,
+        *,
+        partner_action: torch.Tensor | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> RewardInputs:
+        """The :class:`RewardInputs` of mixing the current batch with ``params`` and top-k
+        ``action`` (B,) long, on the current weights, changing nothing
+        (:meth:`rlmix.trainer.Trainer.probe`). With ``partner_action`` each image's partner is
+        thresholded at that action instead (one image's choice varied, its partner's held:
+        :func:`rlmix.mixing.rmix`'s ``q_partner``). ``state`` is :meth:`_state_inputs` of the
+        current batch (computed when None)."""
+        if self._batch is None:
+            raise RuntimeError("call reset() before scoring a mix")
+        t = self.trainer
+        q = self.topk_space[action]
+        q_partner = None if partner_action is None else self.topk_space[partner_action]
+        x, y = t.apply_mix(self._batch, params, q, q_partner)
+        out = StepOutput(torch.tensor(float("nan")))  # no reward reads the mix's own pass
+        if any(r.reads_mix for r in self.counterfactual_rewards):
+            out = t.probe(x, y, input_grad=self.needs_mixed_saliency, last_layer=self.needs_mixed)
+        return RewardInputs(
+            q=q,
+            loss=float(out.loss),
+            action=action,
+            mixed_saliency=out.mixed_saliency,
+            mixed=out.mixed,
+            teacher_probs=t.teacher_probs(x) if self.needs_teacher else None,
+            counterfactual=True,
+            **(self._state_inputs() if state is None else state),
+        )
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _counterfactual_due(self) -> bool:
+        every = self.counterfactual_every
+        return bool(every and self.counterfactual_rewards and self.trainer.global_step % every == 0)
+
+    def _score(self, reward: Reward, inputs: RewardInputs) -> np.ndarray:
+        """The per-image values of ``reward``; a non-finite one (on any rank) stops the run."""
+        values = reward(inputs)
+        if not distributed.all_true(bool(np.isfinite(values).all())):
+            t = self.trainer
+            bad = values[~np.isfinite(values)]
+            what = " on the counterfactual mix" if inputs.counterfactual else ""
+            raise RlmixError(
+                f"reward '{reward.name}' is "
+                f"{bad[0] if bad.size else 'not finite on another rank'}{what} at epoch "
+                f"{t.epoch + 1}, step {t.step_in_epoch}; stopping"
+            )
+        return values
 
     def _observation(self, batch: Batch) -> ObsType:
         if batch.saliency is None:

@@ -6,11 +6,20 @@ A reward is a function ``fn(inputs: RewardInputs)`` returning either
 - a 1-D tensor or array of B floats: a **per-image** reward, in batch order.
 
 Register one under a name with :func:`register_reward`, which also declares what the env must
-compute for it (the clean saliency, the mixed-input gradient, the held-out loss). Select it by
-name in the config (``env.reward``), through ``gymnasium.make("rlmix/Mixup-v0", reward=...)``,
-or as a ``module:function`` path to a function decorated with ``register_reward`` or a plain
-function of ``RewardInputs``. The env's Gymnasium reward is the mean over images; the per-image
-vector is in ``info["reward_per_image"]`` and is what the RL-Mix agent learns from.
+compute for it (the clean saliency, the mixed-input gradient, the mixed batch's last-layer
+inputs, a held-out gradient or loss, the EMA teacher) and whether it needs the step's outcome.
+Select it by name in the config (``env.reward``), through ``gymnasium.make("rlmix/Mixup-v0",
+reward=...)``, or as a ``module:function`` path to a function decorated with ``register_reward``
+or a plain function of ``RewardInputs``. The env's Gymnasium reward is the mean over images; the
+per-image vector is in ``info["reward_per_image"]`` and is what the RL-Mix agent learns from.
+
+**Same-batch counterfactual.** A reward that depends only on the state and the mix (not on the
+optimiser step's outcome) is also called on a counterfactual mix of the same batch, with the
+same lam, partners and grid but a uniformly drawn top-k per image (what R-Mix would have done),
+on the same weights (``env.counterfactual_every``). ``policy_gain`` is the mean of r(taken) -
+r(counterfactual). Rewards registered with ``outcome=True`` (``loss_drop``, ``val_loss_drop``,
+``test_acc_gain``) have no counterfactual: on a counterfactual mix the step's outcome fields of
+:class:`RewardInputs` are None.
 
 A reward that raises, returns something else (a string, a tensor of the wrong shape) or a NaN
 stops the run with one error line naming it (:class:`rlmix.errors.RlmixError`).
@@ -23,13 +32,26 @@ name                   kind       what it pays
 ``grad_cosine``        batch      the paper's: one cosine between the batch's concatenated
                                   8x8 pooled clean and mixed input-gradient maps
 ``grad_cosine_mean``   per image  each image's cosine between its clean and mixed maps
-``loss_drop``          batch      previous step's training loss minus this step's
+``val_grad_align``     per image  cosine of the mixed example's last-layer loss gradient with
+                                  a held-out batch's (DeepAA's alignment, per image)
+``val_grad_dot``       per image  the same dot product, unnormalised: lr / B times it is the
+                                  first-order held-out loss drop the image's gradient causes
+``ema_agreement``      per image  minus KL(mixed label || EMA teacher on the mixed image)
+``loss_drop``          batch      previous step's training loss minus this step's (outcome)
 ``val_loss_drop``      batch      drop of the held-out loss (``data.val_size`` images
-                                  carved from the training split) across the step
-``test_acc_gain``      batch      test top-1 gain since the previous evaluation
+                                  carved from the training budget) across the step (outcome)
+``test_acc_gain``      batch      test top-1 gain since the previous evaluation (outcome)
 ``probe_rank``         per image  a learnability probe with a known, context-dependent optimum
 ``none``               batch      always 0
 =====================  =========  ==========================================================
+
+Cost per step on top of the training step (resnet_tiny, batch 100, 2-core CPU, measured by
+``benchmarks.bench_env``; see the README): ``grad_cosine*`` nothing for the taken mix (the mixed
+gradient comes from the training backward); ``val_grad_*`` one eval-mode forward of a held-out
+batch of ``trainer.batch_size`` images; ``ema_agreement`` one EMA update and one teacher forward
+of the mixed batch. A counterfactual adds one forward of the counterfactual mix (``val_grad_*``,
+``ema_agreement``: plus a teacher forward) or one forward and input-gradient backward
+(``grad_cosine*``).
 
 Example::
 
@@ -54,6 +76,7 @@ import torch.nn.functional as F
 
 from envs.spaces import batch_ranks
 from rlmix.errors import RlmixError
+from rlmix.probe import LastLayerGrad, MixedBatch
 from rlmix.registry import Registry
 from rlmix.saliency import pool_saliency
 
@@ -73,10 +96,17 @@ class RewardInputs:
         mixed_saliency: RMS over channels of dLoss/dx_mix (B, H, W) from the training backward,
             when requested.
         logits: the clean batch's logits (B, N) from the saliency pass, when observed.
-        val_loss: the held-out loss after this step, when requested.
+        val_loss: the held-out loss after this step, when requested (an outcome).
         prev_val_loss: the held-out loss before this step, when requested.
-        test_metrics: test metrics when this step ended an evaluated epoch, else None.
+        test_metrics: test metrics when this step ended an evaluated epoch, else None (an
+            outcome).
         prev_test_metrics: the previous evaluation's metrics, or None.
+        mixed: the mixed batch's labels, logits, last-layer inputs and per-example logit
+            gradients (:class:`MixedBatch`), when requested.
+        val_grad: the held-out batch's loss gradient on the last linear layer
+            (:class:`LastLayerGrad`), before this step, when requested.
+        teacher_probs: the EMA teacher's softmax (B, N) on the mixed batch, when requested.
+        counterfactual: True when these inputs describe the counterfactual mix.
     """
 
     q: torch.Tensor
@@ -92,6 +122,10 @@ class RewardInputs:
     prev_val_loss: float | None = None
     test_metrics: dict[str, float] | None = None
     prev_test_metrics: dict[str, float] | None = None
+    mixed: MixedBatch | None = None
+    val_grad: LastLayerGrad | None = None
+    teacher_probs: torch.Tensor | None = None
+    counterfactual: bool = False
 
 
 def _describe(value: Any) -> str:
@@ -102,13 +136,34 @@ def _describe(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Reward:
-    """A registered reward and the inputs it needs."""
+    """A registered reward and the inputs it needs (see :func:`register_reward`)."""
 
     name: str
     fn: Callable[[RewardInputs], Any]
     clean_saliency: bool = False
     mixed_saliency: bool = False
     val_loss: bool = False
+    mixed: bool = False
+    val_grad: bool = False
+    teacher: bool = False
+    outcome: bool = False
+    plain: bool = False  # a plain module:function: it may read any field (the mixed loss too)
+
+    @property
+    def reads_mix(self) -> bool:
+        """Whether the reward reads the mixed batch's pass (its loss, gradient, last layer or
+        teacher view), so a counterfactual must run that pass."""
+        return self.mixed_saliency or self.mixed or self.teacher or self.plain
+
+    @property
+    def held_out(self) -> bool:
+        """Whether the reward reads the held-out split (``data.val_size``)."""
+        return self.val_loss or self.val_grad
+
+    @property
+    def has_counterfactual(self) -> bool:
+        """Whether the reward can be scored on a counterfactual mix (no outcome needed)."""
+        return not self.outcome
 
     def __call__(self, inputs: RewardInputs) -> np.ndarray:
         """The per-image rewards (B,) float64; a batch-level reward is repeated B times.
@@ -122,7 +177,13 @@ class Reward:
         except RlmixError:
             raise
         except Exception as e:
-            raise RlmixError(f"reward '{self.name}' raised {type(e).__name__}: {e}") from e
+            hint = (
+                " on the counterfactual mix (a reward that needs the step's outcome must be "
+                "registered with register_reward(..., outcome=True))"
+                if inputs.counterfactual
+                else ""
+            )
+            raise RlmixError(f"reward '{self.name}' raised {type(e).__name__}: {e}{hint}") from e
         expected = f"a float or {b} floats (one per image, batch order)"
         if isinstance(value, (torch.Tensor, np.ndarray)):
             arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
@@ -148,17 +209,36 @@ def register_reward(
     clean_saliency: bool = False,
     mixed_saliency: bool = False,
     val_loss: bool = False,
+    mixed: bool = False,
+    val_grad: bool = False,
+    teacher: bool = False,
+    outcome: bool = False,
     override: bool = False,
 ) -> Callable[[Callable[[RewardInputs], Any]], Callable[[RewardInputs], Any]]:
     """Decorator registering ``fn`` as reward ``name``; flags say which inputs it reads.
 
-    A taken name raises ``ValueError`` unless ``override=True``.
+    Args:
+        clean_saliency, mixed_saliency, val_loss, mixed, val_grad, teacher: the
+            :class:`RewardInputs` fields the env must fill (``clean_saliency``,
+            ``mixed_saliency``, ``val_loss``/``prev_val_loss``, ``mixed``, ``val_grad``,
+            ``teacher_probs``).
+        outcome: the reward needs the step's outcome (the loss after it, the held-out loss
+            after it, a test evaluation), so it has no same-batch counterfactual.
+        override: replace a reward registered under ``name`` (else a taken name raises
+            ``ValueError``).
     """
 
     def wrap(fn: Callable[[RewardInputs], Any]) -> Callable[[RewardInputs], Any]:
-        reward = REWARDS.add(
-            name, Reward(name, fn, clean_saliency, mixed_saliency, val_loss), override=override
+        flags = dict(
+            clean_saliency=clean_saliency,
+            mixed_saliency=mixed_saliency,
+            val_loss=val_loss,
+            mixed=mixed,
+            val_grad=val_grad,
+            teacher=teacher,
+            outcome=outcome,
         )
+        reward = REWARDS.add(name, Reward(name, fn, **flags), override=override)
         fn.reward = reward  # type: ignore[attr-defined]
         return fn
 
@@ -183,7 +263,7 @@ def get_reward(name: str) -> Reward:
         if not callable(fn):
             raise ValueError(f"reward '{name}' is not callable")
         reward = getattr(fn, "reward", None)
-        return reward if isinstance(reward, Reward) else Reward(name, fn)
+        return reward if isinstance(reward, Reward) else Reward(name, fn, plain=True)
     raise ValueError(REWARDS.unknown(name))
 
 
@@ -210,13 +290,13 @@ def grad_cosine_mean(inputs: RewardInputs) -> torch.Tensor:
     return F.cosine_similarity(clean, mixed, dim=1)
 
 
-@register_reward("loss_drop")
+@register_reward("loss_drop", outcome=True)
 def loss_drop(inputs: RewardInputs) -> float:
     """Training progress: previous step's loss minus this step's (0 on an epoch's first step)."""
     return 0.0 if inputs.prev_loss is None else inputs.prev_loss - inputs.loss
 
 
-@register_reward("val_loss_drop", val_loss=True)
+@register_reward("val_loss_drop", val_loss=True, outcome=True)
 def val_loss_drop(inputs: RewardInputs) -> float:
     """Generalisation: the held-out loss before the step minus after it (batch-level).
 
@@ -230,7 +310,7 @@ def val_loss_drop(inputs: RewardInputs) -> float:
     return 0.0 if inputs.prev_val_loss is None else inputs.prev_val_loss - inputs.val_loss
 
 
-@register_reward("test_acc_gain")
+@register_reward("test_acc_gain", outcome=True)
 def test_acc_gain(inputs: RewardInputs) -> float:
     """Held-out top-1 gain (fraction) since the previous evaluation, paid at evaluated epoch ends."""
     if inputs.test_metrics is None:
@@ -246,6 +326,67 @@ def probe_targets(pooled: torch.Tensor, k: int) -> torch.Tensor:
     ``saliency_peak_rank``)."""
     rank = batch_ranks(pooled.flatten(1).amax(dim=1))
     return torch.div(rank * k, pooled.shape[0], rounding_mode="floor")
+
+
+def last_layer_alignment(
+    mixed: MixedBatch, val: LastLayerGrad
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example, the dot product of its last-layer loss gradient with ``val`` and the
+    gradient's norm, in closed form (no per-example backward).
+
+    Example i's gradient on the weight is ``d_i h_i^T`` and on the bias ``d_i`` (``d_i`` its
+    logit gradient, ``h_i`` its features), so ``<g_i, G> = d_i^T G_w h_i + d_i^T G_b`` and
+    ``|g_i| = |d_i| sqrt(|h_i|^2 + 1)``. Returns ``(dot (B,), norm (B,))`` in float64.
+    """
+    d, h = mixed.logit_grad.double(), mixed.features.double()
+    dot = ((d @ val.weight.double()) * h).sum(1) + d @ val.bias.double()
+    norm = d.norm(dim=1) * (h.square().sum(1) + 1.0).sqrt()
+    return dot, norm
+
+
+def _alignment(inputs: RewardInputs) -> tuple[torch.Tensor, torch.Tensor, float]:
+    if inputs.mixed is None or inputs.val_grad is None:
+        raise ValueError("val_grad_* rewards need the mixed batch's last layer and val_grad")
+    dot, norm = last_layer_alignment(inputs.mixed, inputs.val_grad)
+    g = inputs.val_grad
+    val_norm = float(torch.cat([g.weight.flatten(), g.bias]).double().norm())
+    return dot, norm, val_norm
+
+
+@register_reward("val_grad_align", mixed=True, val_grad=True)
+def val_grad_align(inputs: RewardInputs) -> torch.Tensor:
+    """Per image: the cosine between the mixed example's loss gradient on the last linear layer
+    and a held-out batch's mean loss gradient there (DeepAA's reward, per image, in closed
+    form; positive when a step on the example lowers the held-out loss to first order).
+
+    The held-out batch rotates over the ``data.val_size`` images held out of the training
+    budget (``trainer.batch_size`` of them a step). An example with a zero gradient scores 0.
+    """
+    dot, norm, val_norm = _alignment(inputs)
+    return dot / (norm * val_norm).clamp_min(1e-30)
+
+
+@register_reward("val_grad_dot", mixed=True, val_grad=True)
+def val_grad_dot(inputs: RewardInputs) -> torch.Tensor:
+    """Per image: the unnormalised dot product of :func:`val_grad_align`; ``lr / B`` times it is
+    the first-order drop of the held-out loss that the image's share of the step causes."""
+    return _alignment(inputs)[0]
+
+
+@register_reward("ema_agreement", mixed=True, teacher=True)
+def ema_agreement(inputs: RewardInputs) -> torch.Tensor:
+    """Per image: ``-KL(y'_i || p_T(x'_i))``, how well the mixed label agrees with what an EMA
+    teacher of the classifier (``env.ema_decay``) sees in the mixed image (0 = full agreement).
+
+    A mix whose label fractions contradict its content (a salient region of one image hidden,
+    its label weight kept) is label noise for the classifier; this reward prefers faithful mixes.
+    """
+    if inputs.mixed is None or inputs.teacher_probs is None:
+        raise ValueError("ema_agreement needs the mixed labels and the teacher's probabilities")
+    y = inputs.mixed.labels.double()
+    log_t = inputs.teacher_probs.double().clamp_min(1e-12).log()
+    log_y = y.clamp_min(1e-12).log()
+    return -(y * (log_y - log_t)).sum(1)
 
 
 @register_reward("probe_rank", clean_saliency=True)
@@ -276,9 +417,12 @@ def no_reward(inputs: RewardInputs) -> float:
 
 __all__ = [
     "REWARDS",
+    "LastLayerGrad",
+    "MixedBatch",
     "Reward",
     "RewardInputs",
     "get_reward",
+    "last_layer_alignment",
     "list_rewards",
     "probe_targets",
     "register_reward",

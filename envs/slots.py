@@ -14,7 +14,10 @@ Slot i at a step holds image i of that step's batch (the next step's slot i is a
   by confidence and by saliency peak, batch means of the confidence, the softmax entropy, the
   saliency entropy and peak, the fraction of the run done and the current LR / ``lr_max``.
 - **Action** ``Discrete(K)``: the image's top-k index.
-- **Reward**: the image's entry of ``info["reward_per_image"]``.
+- **Reward**: the image's entry of ``info["reward_per_image"]``; with ``difference_reward``
+  that minus its entry of ``info["counterfactual_per_image"]`` (the same image's reward had it
+  taken a uniformly drawn top-k on the same state: a difference reward, whose per-image offset
+  is the counterfactual's, not the critic's guess).
 - **Done**: every slot is done at the epoch's last step (``truncated``, so each slot's info has
   ``"TimeLimit.truncated": True`` and, with ``terminal_observations``, its
   ``"terminal_observation"``, which SB3 bootstraps with the value function); the observation
@@ -38,6 +41,7 @@ import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
 from envs.spaces import CONTEXT, batch_ranks, batch_size_of, slot_spaces
+from rlmix.errors import RlmixError
 
 
 def _rank(values: torch.Tensor) -> torch.Tensor:
@@ -85,6 +89,8 @@ class ImageSlotVecEnv(VecEnv):
         terminal_observations: give every slot its terminal observation at an epoch's end. SB3
             then bootstraps each truncated slot with ``gamma * V(terminal)``: B value forwards
             per epoch, which the agent needs only when gamma > 0 (and a fixed policy never).
+        difference_reward: hand SB3 ``r_i(a_i) - r_i(a'_i)`` (``agent.baseline:
+            counterfactual``); the batch env must compute a counterfactual every step.
 
     Example::
 
@@ -94,9 +100,12 @@ class ImageSlotVecEnv(VecEnv):
         PPO("MultiInputPolicy", venv, n_steps=10, batch_size=250).learn(1000)
     """
 
-    def __init__(self, env: gym.Env, *, terminal_observations: bool = True) -> None:
+    def __init__(
+        self, env: gym.Env, *, terminal_observations: bool = True, difference_reward: bool = False
+    ) -> None:
         self.env = env
         self.terminal_observations = terminal_observations
+        self.difference_reward = difference_reward
         self.trainer = env.trainer
         self.cfg = env.cfg
         b, k = batch_size_of(env.action_space)
@@ -129,7 +138,15 @@ class ImageSlotVecEnv(VecEnv):
 
     def step_wait(self) -> VecEnvStepReturn:
         obs, _, terminated, truncated, info = self.env.step(self._actions)
-        rewards = np.asarray(info["reward_per_image"], dtype=np.float32)
+        rewards = np.asarray(info["reward_per_image"], dtype=np.float64)
+        if self.difference_reward:
+            if "counterfactual_per_image" not in info:
+                raise RlmixError(
+                    "agent.baseline 'counterfactual' needs a counterfactual every step: set "
+                    "env.counterfactual_every=1 (and a reward that has one)"
+                )
+            rewards = rewards - info["counterfactual_per_image"]
+        rewards = rewards.astype(np.float32)
         if not (terminated or truncated):
             obs = self.slot_observation(obs)
             return obs, rewards, np.zeros(self.num_envs, dtype=bool), [info] * self.num_envs

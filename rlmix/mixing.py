@@ -336,16 +336,20 @@ def topk_masks(
 
 
 def rmix_masks(
-    pooled: torch.Tensor, q: torch.Tensor, perm: torch.Tensor
+    pooled: torch.Tensor,
+    q: torch.Tensor,
+    perm: torch.Tensor,
+    q_partner: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cell masks of R-Mix at grid resolution, each bool (B, gh, gw).
 
     Returns ``(mask, partner, m_inter)``: image i's top-salient mask, its partner's
     ``mask[perm[i]]``, and ``m_inter = (mask == partner)`` (eq. 5: both top or both least salient,
-    where the pair is interpolated with lam).
+    where the pair is interpolated with lam). With ``q_partner`` the partner masks are
+    thresholded at ``q_partner`` instead of ``q`` (``partner[i]`` at ``q_partner[perm[i]]``).
     """
     mask = topk_masks(pooled, q)
-    partner = _rows(mask, perm)
+    partner = _rows(mask if q_partner is None else topk_masks(pooled, q_partner), perm)
     return mask, partner, mask == partner
 
 
@@ -356,6 +360,8 @@ def rmix(
     q: torch.Tensor,
     lam: float,
     perm: torch.Tensor,
+    *,
+    q_partner: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """R-Mix a batch with its permutation (paper eqs. 4-7).
 
@@ -374,6 +380,9 @@ def rmix(
         q: per-image quantiles (B,) in [0, 1) (a float applies to every image).
         lam: mixing coefficient in [0, 1].
         perm: partner indices (B,) long, a permutation.
+        q_partner: optional quantiles (B,) for the partners' masks: mixed example i then uses
+            its own mask at ``q[i]`` and its partner's at ``q_partner[perm[i]]`` (one image's
+            top-k varied with its partner's held fixed); None means ``q``.
 
     Returns:
         ``(x_mix, y_mix)`` with x's and y's shapes and dtypes.
@@ -381,8 +390,10 @@ def rmix(
     b, h, w, lam = _check_mix(x, y, lam, perm)
     _check_pooled(pooled, b, h, w)
     q = _check_q(q, b)
+    if q_partner is not None:
+        q_partner = _check_q(q_partner, b)
 
-    mask, partner, inter = rmix_masks(pooled, q, perm.to(pooled.device))
+    mask, partner, inter = rmix_masks(pooled, q, perm.to(pooled.device), q_partner)
     mask, partner, inter = mask.to(x.device), partner.to(x.device), inter.to(x.device)
     # Per-cell weights of x_i and x_j: (lam, 1 - lam) where m_inter, else (1, 0) or (0, 1) from
     # whichever image marks the cell top-salient; broadcast over the cell's pixels in _blend.
@@ -644,9 +655,21 @@ class RMix(Mixer):
         grid = sample_grid(self.grids, self._stream(generator))
         return replace(params, grid=grid)
 
-    def apply(self, x, y, params, *, saliency: torch.Tensor, q: torch.Tensor, **inputs):
+    def apply(
+        self,
+        x,
+        y,
+        params,
+        *,
+        saliency: torch.Tensor,
+        q: torch.Tensor,
+        q_partner: torch.Tensor | None = None,
+        **inputs,
+    ):
         pooled = pool_saliency(saliency, params.grid)
-        return rmix(x, y, pooled, q.to(x.device), params.lam, params.perm)
+        if q_partner is not None:
+            q_partner = q_partner.to(x.device)
+        return rmix(x, y, pooled, q.to(x.device), params.lam, params.perm, q_partner=q_partner)
 
     def __call__(  # type: ignore[override]
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor

@@ -14,6 +14,7 @@ epochs and after the last), ``metrics.json``, ``timings.json``, ``accuracy.png``
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,6 +58,8 @@ class Run:
         progress: show progress bars and one line per epoch.
         bootstrap: the slot env hands SB3 the terminal observations at epoch ends (the agent
             with ``agent.gamma > 0``; see :class:`envs.ImageSlotVecEnv`).
+        difference_reward: the slot env hands SB3 each image's reward minus its counterfactual
+            (the agent with ``agent.baseline: counterfactual``).
 
     Under torchrun every rank builds a Run; only rank 0 (``is_main``) has the VecEnv, the log and
     the files. The others call :meth:`follow`.
@@ -69,6 +72,7 @@ class Run:
         resume: bool = False,
         progress: bool = True,
         bootstrap: bool = False,
+        difference_reward: bool = False,
     ) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
@@ -84,7 +88,9 @@ class Run:
         self.batch_env = (
             DistributedMixupEnv(self.env) if distributed.current().enabled else self.env
         )
-        self.venv = ImageSlotVecEnv(self.batch_env, terminal_observations=bootstrap)
+        self.venv = ImageSlotVecEnv(
+            self.batch_env, terminal_observations=bootstrap, difference_reward=difference_reward
+        )
         self.log = RunLog(self.out, step=lambda: self.trainer.global_step)
         if self.state is not None:
             self.log.history, self.log.timings = (
@@ -135,7 +141,14 @@ class Run:
                 f"nothing to do: the run in '{self.out}' already has its {cfg.trainer.epochs} "
                 "epochs (raise trainer.epochs in a new run to train longer)"
             )
-        extra = {"policy": cfg.policy, "reward": cfg.env.reward, "seed": cfg.seed}
+        extra = {
+            "policy": cfg.policy,
+            "reward": cfg.env.reward,
+            "seed": cfg.seed,
+            "dataset": cfg.data.name,
+            "train_images": t.train_images,
+            "held_out_images": t.held_out_images,
+        }
 
         def save() -> None:
             state = {
@@ -156,7 +169,9 @@ class Run:
         try:
             with StopFlag() as stop:
                 callbacks: list[BaseCallback] = [
-                    EpochLogCallback(log, cfg.mix.k, diagnostics=cfg.mix.mixer == "rmix")
+                    EpochLogCallback(
+                        log, cfg.mix.k, reward=cfg.env.reward, diagnostics=cfg.mix.mixer == "rmix"
+                    )
                 ]
                 if self.progress:
                     callbacks.append(ProgressCallback(log, cfg.trainer.epochs, label))
@@ -216,16 +231,64 @@ def run_command(
     return 0
 
 
+def policy_gain(epochs: list[dict[str, Any]], key: str = "policy_gain") -> dict[str, float] | None:
+    """The run's same-batch gain over random top-k from its epoch rows: ``mean`` and ``se`` over
+    the epochs that scored a counterfactual, ``last`` (the last such epoch) with ``last_se``
+    (over its steps), and ``epochs``; None when no epoch did."""
+    rows = [row for row in epochs if key in row]
+    if not rows:
+        return None
+    values = [row[key] for row in rows]
+    mean = sum(values) / len(values)
+    se = math.nan
+    if len(values) > 1:
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        se = math.sqrt(var / len(values))
+    last = rows[-1]
+    return {
+        "mean": mean,
+        "se": se,
+        "last": last[key],
+        "last_se": last.get(f"{key}_se", math.nan),
+        "epochs": float(len(rows)),
+    }
+
+
+def gain_sentence(gain: dict[str, float], reward: str) -> str:
+    """The summary's policy-gain lines: the figure, then what it means."""
+    value = f"{gain['mean']:+.4f} ± {gain['se']:.4f} ({reward}; mean ± SE over {int(gain['epochs'])} epochs)"
+    if not math.isfinite(gain["se"]):
+        verdict = "one epoch scored: too few to tell gain from noise"
+    elif abs(gain["mean"]) <= 2 * gain["se"]:
+        verdict = "within noise of 0: on this reward the policy does no better than random top-k"
+    elif gain["mean"] > 0:
+        verdict = "beyond noise: the policy beats random top-k on this reward"
+    else:
+        verdict = "beyond noise, below 0: random top-k scores higher on this reward"
+    return f"{value}\n  {'':<18}{verdict}"
+
+
 def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dict[str, str]) -> str:
     """The end-of-run report both commands print: final metrics, the policy, where files went."""
     final, out = metrics["final"], Path(out)
     rows: list[tuple[str, str]] = []
+    if "train_images" in metrics:
+        rows.append(
+            (
+                "data",
+                f"{metrics['dataset']}: trained on {metrics['train_images']} images, "
+                f"{metrics['held_out_images']} held out",
+            )
+        )
     for key, label in (("top1", "test top-1"), ("ece", "test ECE"), ("fgsm_error", "FGSM error")):
         if key in final:
             rows.append((f"final {label}", f"{100 * final[key]:.2f} %"))
     rewards = [row["reward"] for row in metrics["epochs"]]
     if rewards:
         rows.append(("mean reward", f"{sum(rewards) / len(rewards):.4f} ({metrics['reward']})"))
+    gain = policy_gain(metrics["epochs"])
+    if gain is not None:
+        rows.append(("gain vs random", gain_sentence(gain, metrics["reward"])))
     uniform = False
     if "policy_entropy_frac" in final:
         frac = final["policy_entropy_frac"]
@@ -237,6 +300,12 @@ def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dic
     rows.append(("TensorBoard", f"tensorboard --logdir {out / 'tb'}"))
     lines = [f"{metrics['policy']} finished ({len(metrics['epochs'])} epochs)"]
     lines += [f"  {label:<18}{value}" for label, value in rows]
+    if gain is None and metrics["policy"] == "agent":
+        lines.append(
+            f"  note: no same-batch counterfactual was scored (env.counterfactual_every 0, or "
+            f"reward '{metrics['reward']}' needs the step's outcome), so nothing here says "
+            "whether the policy beats random top-k"
+        )
     if uniform:
         lines.append(
             f"  note: the policy stayed near uniform: reward '{metrics['reward']}' gave the agent "
@@ -245,4 +314,4 @@ def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dic
     return "\n".join(lines)
 
 
-__all__ = ["Run", "run_command", "summary"]
+__all__ = ["Run", "gain_sentence", "policy_gain", "run_command", "summary"]

@@ -6,7 +6,8 @@ classifier batch), under one of these tag groups:
 - ``step/...``: per batch (``train_loss``, ``lr``, ``reward``, ``mean_q``);
 - ``epoch/...``: per epoch (``train_loss``, ``reward``, ``reward_<name>`` for every computed
   reward, ``mean_q``, ``time_s``);
-- ``policy/...``: per epoch, how the policy acts (entropy, KL from uniform, q; histogram ``q``);
+- ``policy/...``: per epoch, how the policy acts (entropy, KL from uniform, q; histogram ``q``)
+  and what it gains over random top-k on the same batches (``gain_vs_random``, with ``_se``);
 - ``test/...``: the test evaluation (``top1``, ``ece``, ``fgsm_error``...);
 - ``train/...``, ``time/...``: Stable-Baselines3's PPO logger (``approx_kl``, ``clip_fraction``,
   ``entropy_loss``...), written through :class:`SB3Writer`.
@@ -66,7 +67,9 @@ class RunLog:
         for key, value in row.items():
             if key == "epoch" or not isinstance(value, float):
                 continue
-            if key.startswith("policy_"):
+            if key.startswith("policy_gain"):
+                self.scalar(f"policy/gain_vs_random{key[len('policy_gain') :]}", value)
+            elif key.startswith("policy_"):
                 self.scalar(f"policy/{key[7:]}", value)
             elif key in ("train_loss", "mean_q") or key.startswith("reward"):
                 self.scalar(f"epoch/{key}", value)

@@ -2,14 +2,16 @@
 
 A run draws randomness from these streams, each a pure function of ``(seed, epoch, stream)``:
 
-==========  ===========================================================================
-``order``   the training loader's sample order (one permutation per epoch)
-``augment`` random crop and flip (per batch index within the epoch)
-``mixing``  lam, perm, the R-Mix grid and the CutMix box (a ``torch.Generator``)
-``global``  torch's global RNG, reseeded at the epoch start: dropout, the agent's sampled
-            actions and anything else drawing from the default generator
-``split``   the class-balanced training subset and the held-out split (no epoch)
-==========  ===========================================================================
+==================  ===================================================================
+``order``           the training loader's sample order (one permutation per epoch)
+``augment``         random crop and flip (per batch index within the epoch)
+``mixing``          lam, perm, the R-Mix grid and the CutMix box (a ``torch.Generator``)
+``global``          torch's global RNG, reseeded at the epoch start: dropout, the agent's
+                    sampled actions and anything else drawing from the default generator
+``split``           the class-balanced training budget and the held-out split (no epoch)
+``counterfactual``  the same-batch counterfactual's uniform top-k (per epoch and rank): used
+                    for scoring only, so turning the counterfactual on changes no other stream
+==================  ===================================================================
 
 numpy's global RNG, which Stable-Baselines3 shuffles PPO minibatches with, is the one stream a
 run carries across epochs: checkpoints store it (:func:`numpy_rng_state`).
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-STREAMS = ("order", "augment", "mixing", "global", "split")
+STREAMS = ("order", "augment", "mixing", "global", "split", "counterfactual")
 
 
 def derive_seed(*parts: int | str) -> int:

@@ -43,12 +43,19 @@ def build_parser() -> ArgumentParser:
 
 
 def resolve_fixed_config(cfg: Config, policy: str) -> Config:
-    """The config with ``policy`` set and the mixer it needs."""
+    """The config with ``policy`` set, the mixer it needs, and no counterfactual unless
+    ``env.counterfactual_every`` asks for one."""
     try:
         mixer = policy_mixer(policy)
     except ValueError as e:
         raise ConfigError(f"config key 'policy': {e}") from e
-    return dataclasses.replace(cfg, policy=policy, mix=dataclasses.replace(cfg.mix, mixer=mixer))
+    every = cfg.env.counterfactual_every or 0
+    return dataclasses.replace(
+        cfg,
+        policy=policy,
+        mix=dataclasses.replace(cfg.mix, mixer=mixer),
+        env=dataclasses.replace(cfg.env, counterfactual_every=every),
+    )
 
 
 def policy_options(cfg: Config) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.ppo import agent_from_bytes, agent_to_bytes, make_ppo
+from envs.rewards import get_reward
 from rlmix.checkpoints import atomic_write
 from rlmix.cli import ArgumentParser, run_main, training_parser
 from rlmix.config import Config
@@ -42,12 +43,29 @@ def build_parser() -> ArgumentParser:
 
 
 def agent_config(cfg: Config) -> Config:
-    """The agent always sees real saliency and mixes with R-Mix."""
+    """The agent always sees real saliency and mixes with R-Mix; its same-batch counterfactual
+    is scored every step unless ``env.counterfactual_every`` says otherwise."""
+    every = 1 if cfg.env.counterfactual_every is None else cfg.env.counterfactual_every
+    if cfg.agent.baseline == "counterfactual":
+        if every != 1:
+            raise ConfigError(
+                "config key 'agent.baseline' is 'counterfactual', which needs a counterfactual "
+                f"every step: set env.counterfactual_every=1 (got {every})"
+            )
+        try:
+            reward = get_reward(cfg.env.reward)
+        except ValueError as e:
+            raise ConfigError(f"config key 'env.reward': {e}") from e
+        if not reward.has_counterfactual:
+            raise ConfigError(
+                f"config key 'agent.baseline' is 'counterfactual', but reward '{reward.name}' "
+                "needs the step's outcome and has no counterfactual; use agent.baseline=critic"
+            )
     return dataclasses.replace(
         cfg,
         policy="agent",
         mix=dataclasses.replace(cfg.mix, mixer="rmix"),
-        env=dataclasses.replace(cfg.env, observe="always"),
+        env=dataclasses.replace(cfg.env, observe="always", counterfactual_every=every),
     )
 
 
@@ -61,7 +79,13 @@ def train_agent(
     :class:`envs.DistributedMixupEnv`; the other ranks follow (and return ``{"exit_code": c}``).
     """
     cfg = agent_config(cfg)
-    run = Run(cfg, resume=resume, progress=progress, bootstrap=cfg.agent.gamma > 0)
+    run = Run(
+        cfg,
+        resume=resume,
+        progress=progress,
+        bootstrap=cfg.agent.gamma > 0,
+        difference_reward=cfg.agent.baseline == "counterfactual",
+    )
     if not run.is_main:
         return run.follow()
     if run.resumed:

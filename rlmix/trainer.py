@@ -28,9 +28,22 @@ from rlmix.metrics import collect, summarize
 from rlmix.mixing import MixParams, create_mixer, one_hot
 from rlmix.models import create_model
 from rlmix.optim import build_optimizer
+from rlmix.probe import (
+    LastLayerGrad,
+    MixedBatch,
+    capture_last_layer,
+    last_layer_grad,
+    mixed_batch,
+    preserved,
+)
 from rlmix.saliency import input_saliency
 from rlmix.seeding import seed_global, stream_generator
 from rlmix.sync_batchnorm import convert_batchnorm
+
+_NO_HELD_OUT = (
+    "this reward needs a held-out split: set data.val_size (e.g. 100), images held out of the "
+    "training budget"
+)
 
 
 def _clone(obj: Any) -> Any:
@@ -84,6 +97,21 @@ class Batch:
     logits: torch.Tensor | None = None
 
 
+@dataclass
+class StepOutput:
+    """What a forward (and backward) pass over a mixed batch gives the rewards.
+
+    Attributes:
+        loss: the 0-d detached loss (for a training step: the mean over ranks).
+        mixed_saliency: RMS over channels of dLoss/dx_mix (B, H, W), or None.
+        mixed: the last layer's view of the batch (:class:`rlmix.probe.MixedBatch`), or None.
+    """
+
+    loss: torch.Tensor
+    mixed_saliency: torch.Tensor | None = None
+    mixed: MixedBatch | None = None
+
+
 class Trainer:
     """Train one classifier with mix-up, one batch at a time.
 
@@ -96,9 +124,13 @@ class Trainer:
 
     Args:
         cfg: the validated run config.
+        hold_out: carve the held-out split (``data.val_size`` images of the training budget)
+            because something reads it; ``data.hold_out: always`` carves it regardless.
+        teacher: keep an EMA teacher of the classifier (decay ``env.ema_decay``), updated after
+            every optimiser step.
     """
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, hold_out: bool = False, teacher: bool = False) -> None:
         self.cfg = cfg
         self.dist = distributed.current()
         self.device = select_device(cfg.trainer.device)
@@ -109,15 +141,18 @@ class Trainer:
             seed=cfg.seed,
             device=self.device,
             localization=cfg.env.eval_localization,
+            hold_out=hold_out,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
         self.info = loaders.info
+        self.train_images, self.held_out_images = loaders.train_images, loaders.held_out_images
         self.train_loader, self.test_loader, self.val_loader = (
             loaders.train,
             loaders.test,
             loaders.val,
         )
+        self._held_out = loaders.held_out
         side = self.info.image_size
         for key, grids in (("mix.grids", cfg.mix.grids), ("env.obs_grid", [cfg.env.obs_grid])):
             bad = [g for g in grids if side % g]
@@ -126,6 +161,7 @@ class Trainer:
                     f"config key '{key}': grid {bad[0]} does not divide the image side {side}"
                 )
         self.model, self.ddp = self._build_model()
+        self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False) if teacher else None
         m = cfg.mix
         self.mixer = create_mixer(  # its own generator is unused: mix() passes the epoch's
             m.mixer, alpha=m.alpha, k=m.k, grids=m.grids, saliency_mode=m.saliency_mode, seed=0
@@ -237,25 +273,42 @@ class Trainer:
         ``q`` (B,) is the per-image top-k (used by R-Mix only). Returns ``(x_mix, y_mix, params)``.
         """
         params = self.mixer.sample(batch.x, self.generator)
+        return (*self.apply_mix(batch, params, q), params)
+
+    def apply_mix(
+        self,
+        batch: Batch,
+        params: MixParams,
+        q: torch.Tensor | None,
+        q_partner: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix ``batch`` with given parameters (no random draw): the same lam, partners and grid
+        with another top-k ``q``; ``q_partner`` (R-Mix only) thresholds the partners' masks
+        instead of ``q`` (:func:`rlmix.mixing.rmix`)."""
         if self.mixer.needs_saliency and (batch.saliency is None or q is None):
             raise RlmixError("R-Mix needs the batch's saliency and a top-k per image")
-        x_mix, y_mix = self.mixer.apply(batch.x, batch.y, params, saliency=batch.saliency, q=q)
-        return x_mix, y_mix, params
+        extra = {} if q_partner is None else {"q_partner": q_partner}
+        return self.mixer.apply(batch.x, batch.y, params, saliency=batch.saliency, q=q, **extra)
 
     def train_step(
-        self, x_mix: torch.Tensor, y_mix: torch.Tensor, *, input_grad: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self,
+        x_mix: torch.Tensor,
+        y_mix: torch.Tensor,
+        *,
+        input_grad: bool = False,
+        last_layer: bool = False,
+    ) -> StepOutput:
         """One optimiser and scheduler step on a mixed batch.
 
         With ``input_grad`` the mixed input is marked as requiring grad, so the training backward
-        also yields dLoss/dx_mix. Returns ``(loss, mixed_saliency)``: the detached 0-d loss (the
-        mean over ranks under torchrun) and the RMS over channels of dLoss/dx_mix (B, H, W), or
-        None without ``input_grad``.
+        also yields dLoss/dx_mix (``mixed_saliency``, its RMS over channels); with ``last_layer``
+        the pass also records :class:`rlmix.probe.MixedBatch` (weights before the step). The
+        loss is the detached mean over ranks under torchrun.
         """
         self.model.train()
         x_in = x_mix.detach().requires_grad_(input_grad)
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
+        with self._autocast(), capture_last_layer(self.model, last_layer) as seen:
             logits = (self.ddp or self.model)(x_in)
         loss = self.loss_fn(logits.float(), y_mix)
         reported = distributed.all_reduce_mean(loss.detach())
@@ -265,11 +318,81 @@ class Trainer:
         self.optimizer.step()
         if self.global_step < self.total_steps:
             self.scheduler.step()
+        if self.teacher is not None:
+            self._update_teacher()
         self.global_step += 1
         self.step_in_epoch += 1
-        if not input_grad:
-            return reported, None
-        return reported, x_in.grad.float().pow(2).mean(dim=1).sqrt()
+        return self._output(reported, x_in, y_mix, logits, seen)
+
+    def probe(
+        self,
+        x_mix: torch.Tensor,
+        y_mix: torch.Tensor,
+        *,
+        input_grad: bool = False,
+        last_layer: bool = False,
+    ) -> StepOutput:
+        """The forward (and, with ``input_grad``, input-gradient) pass of :meth:`train_step` on
+        another mixed batch, changing nothing: no optimiser step, no weight gradient, BatchNorm
+        statistics and every random stream as they were (:func:`rlmix.probe.preserved`). The
+        same-batch counterfactual of a step; the loss is this rank's."""
+        with preserved(self.model):
+            self.model.train()
+            x_in = x_mix.detach().requires_grad_(input_grad)
+            with torch.set_grad_enabled(input_grad), self._autocast():
+                with capture_last_layer(self.model, last_layer) as seen:
+                    logits = self.model(x_in)
+                loss = self.loss_fn(logits.float(), y_mix)
+                if input_grad:
+                    (x_in.grad,) = torch.autograd.grad(loss, x_in)
+            return self._output(loss.detach(), x_in, y_mix, logits, seen)
+
+    def _output(self, loss, x_in, y_mix, logits, seen: list[torch.Tensor]) -> StepOutput:
+        out = StepOutput(loss)
+        if x_in.requires_grad:
+            out.mixed_saliency = x_in.grad.float().pow(2).mean(dim=1).sqrt()
+        if seen:
+            out.mixed = mixed_batch(self.loss_fn, y_mix, logits, seen[-1])
+        return out
+
+    def held_out_grad(self) -> LastLayerGrad:
+        """The mean loss gradient on the last linear layer of the next held-out batch
+        (``trainer.batch_size`` images, rotating over the held-out split with the global step),
+        before this step; the mean over ranks under torchrun."""
+        data = self._held_out
+        if data is None:
+            raise ConfigError(_NO_HELD_OUT)
+        n = len(data)
+        size = min(self.cfg.trainer.batch_size, n)
+        chunks = max(n // size, 1)
+        start = (self.global_step % chunks) * size
+        index = torch.arange(start, start + size)[self.dist.rank :: self.dist.world_size]
+        x = data.images[index].to(self.device, torch.float32).div_(255.0)
+        labels = data.labels[index].to(self.device)
+        with self._autocast():
+            g = last_layer_grad(self.model, self.loss_fn, x, labels, self.info.num_classes)
+        if self.dist.enabled:
+            packed = distributed.all_reduce_mean(torch.cat([g.weight.flatten(), g.bias]))
+            g = LastLayerGrad(
+                packed[: g.weight.numel()].view_as(g.weight), packed[-g.bias.numel() :]
+            )
+        return g
+
+    @torch.no_grad()
+    def teacher_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """The EMA teacher's softmax (B, N) on images ``x`` (eval mode)."""
+        if self.teacher is None:
+            raise RlmixError("this trainer keeps no EMA teacher")
+        with self._autocast():
+            return self.teacher(x).float().softmax(dim=1)
+
+    @torch.no_grad()
+    def _update_teacher(self) -> None:
+        decay = self.cfg.env.ema_decay
+        t_params = list(self.teacher.parameters())
+        torch._foreach_lerp_(t_params, [p.detach() for p in self.model.parameters()], 1.0 - decay)
+        for t_buf, buf in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
+            t_buf.copy_(buf)
 
     @property
     def lr(self) -> float:
@@ -279,10 +402,7 @@ class Trainer:
     def val_loss(self) -> float:
         """Cross-entropy of the classifier (eval mode) on the held-out split, mean over ranks."""
         if self.val_loader is None:
-            raise ConfigError(
-                "this reward needs a held-out split: set data.val_size (e.g. 500), carved from "
-                "the training split"
-            )
+            raise ConfigError(_NO_HELD_OUT)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -322,13 +442,16 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue at an epoch boundary (tensors and plain Python only)."""
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "global_step": self.global_step,
         }
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
 
     def boundary_state(self) -> dict[str, Any]:
         """The state at the last epoch boundary: the snapshot of an epoch begun without steps
@@ -350,6 +473,8 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
@@ -362,4 +487,4 @@ class Trainer:
         return f"{what} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopping"
 
 
-__all__ = ["Batch", "Trainer", "select_device"]
+__all__ = ["Batch", "StepOutput", "Trainer", "select_device"]

@@ -31,7 +31,7 @@ TINY = {
     "data": {"name": "shapes", "options": {"train_size": 400, "test_size": 130}},
     "model": {"name": "resnet_tiny"},
     "trainer": {"epochs": 1, "batch_size": 50},
-    "env": {"observe": "always", "eval_every": 1},
+    "env": {"observe": "always", "eval_every": 1, "counterfactual_every": 1},
     "mix": {"mixer": "rmix"},
 }
 
@@ -81,9 +81,9 @@ def checks(out: Path, data_root: str) -> None:
     local_actions: list[np.ndarray] = []
     pack, step = denv._pack, MixupEnv.step
 
-    def recording_pack(obs, reward=None):
-        local_obs.append(pack(obs, reward).numpy().copy())
-        return pack(obs, reward)
+    def recording_pack(obs, *columns):
+        local_obs.append(pack(obs, *columns).numpy().copy())
+        return pack(obs, *columns)
 
     def recording_step(self, action):
         local_actions.append(np.asarray(action).copy())
@@ -102,6 +102,8 @@ def checks(out: Path, data_root: str) -> None:
             global_action=action,
             reward=reward,
             reward_per_image=info["reward_per_image"],
+            counterfactual_per_image=info["counterfactual_per_image"],
+            gain=info["policy_gain/grad_cosine"],
             spaces=(e.observation_space["logits"].shape, e.action_space.shape),
         )
     else:

@@ -100,14 +100,19 @@ def test_rank0_sees_the_global_batch_and_actions_reach_their_images(checks):
     assert main["spaces"] == ((50, 10), (50,))  # global batch, although each rank holds 25
     assert len(main["local_obs"]) == len(other["local_obs"]) == 2  # reset + step
     for step, global_obs in enumerate(main["global_obs"]):
-        assert global_obs.shape == (50, 64 + 10 + 1)  # saliency, logits, per-image reward
+        # saliency, logits, per-image reward and its same-batch counterfactual
+        assert global_obs.shape == (50, 64 + 10 + 2)
         for rank in checks:
             local = rank["local_obs"][step]
             np.testing.assert_array_equal(global_obs[rank["rank"] :: 2, :74], local[:, :74])
-    for rank in checks:  # each image's reward comes back to its place in the global batch
-        local_rewards = rank["local_obs"][1][:, -1]
-        np.testing.assert_array_equal(main["reward_per_image"][rank["rank"] :: 2], local_rewards)
+    for rank in checks:  # each image's rewards come back to their place in the global batch
+        local = rank["local_obs"][1]
+        shard = slice(rank["rank"], None, 2)
+        np.testing.assert_array_equal(main["reward_per_image"][shard], local[:, -2])
+        np.testing.assert_array_equal(main["counterfactual_per_image"][shard], local[:, -1])
     assert main["reward"] == pytest.approx(main["reward_per_image"].mean())
+    # grad_cosine is batch-level: each rank's gain is its shard's, and rank 0 reports their mean
+    assert np.isfinite(main["gain"]) and main["counterfactual_per_image"].std() > 0
     action = main["global_action"]
     assert len(set(action.tolist())) > 1
     for rank in checks:

@@ -64,7 +64,7 @@ CASES = [
      "CIFAR-10 not found under '{tmp}/empty'"),
     (ALL, ["--out", "{tmp}/file/run"], 2, "output directory '{tmp}/file/run' is not writable"),
     (ALL, ["--bogus"], 2, "unrecognized arguments: --bogus"),
-    (("train", "agent"), ["--reward", "bogus"], 2, "config key 'env.reward': unknown reward 'bogus'; choose one of: grad_cosine"),
+    (("train", "agent"), ["--reward", "bogus"], 2, "config key 'env.reward': unknown reward 'bogus'; choose one of: ema_agreement, grad_cosine"),
     (("compare",), ["--policies", "rmix,agent", "--reward", "bogus"], 2, "--reward: unknown reward 'bogus'; choose one of"),
     (("train",), ["--policy", "bogus"], 2, "argument --policy: invalid choice: 'bogus'"),
     (("train",), ["--set", "policy=bogus"], 2, "config key 'policy': unknown policy 'bogus'; choose one of: agent, constant"),
@@ -84,7 +84,7 @@ CASES = [
      "imagefolder: cannot read image '{tmp}/folder/train/cat/broken.png'"),
     (ALL, ["--set", "data.name=mnist", "--set", "data.root={tmp}/empty", "--set", "data.options={}"], 2,
      "MNIST not found (looked for its four IDX files in '{tmp}/empty'"),
-    (ALL, ["--set", "data.val_size=400"], 2, "data: val_size (400) must be smaller than the training split (400)"),
+    (ALL, ["--set", "data.val_size=400", "--set", "data.hold_out=always"], 2, "data: val_size (400) must be smaller than the training budget (400 images)"),
     (TRAINING, ["--stop-after-epoch", "0"], 2, "argument --stop-after-epoch: must be >= 1 (got 0)"),
     (TRAINING, ["--resume"], 2, "checkpoint '{tmp}/run/checkpoint.pt' does not exist"),
     (TRAINING, ["--resume", "--out", "{tmp}/corrupt"], 2, "checkpoint '{tmp}/corrupt/checkpoint.pt' is corrupt or not an rlmix checkpoint"),
@@ -162,7 +162,7 @@ def fixed_run(data_root, tmp_path_factory):
     ("entry", "argv", "text"),
     [
         ("train", ["--seed", "1"], "different config (seed: 0 in the checkpoint, 1 now)"),
-        ("agent", [], "different config (env.observe: 'auto' in the checkpoint, 'always' now)"),
+        ("agent", [], "different config (env.counterfactual_every: 0 in the checkpoint, 1 now)"),
     ],
 )
 def test_resume_refuses_incompatible_checkpoint(entry, argv, text, fixed_run, data_root, capsys):
@@ -352,7 +352,9 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(
         return CallCounter(real(name), STEPS + 3, spoil, _snapshot_at_epoch_2(out, snap))
 
     monkeypatch.setattr(rlmix.trainer, "get_loss", get_loss)
-    code = run_main(MAINS[entry], [*tiny_args(data_root), "--epochs", "3", "--out", str(out)])
+    # one loss call a step: no counterfactual pass (it calls the loss too, and is not trained on)
+    args = [*tiny_args(data_root), "--set", "env.counterfactual_every=0"]
+    code = run_main(MAINS[entry], [*args, "--epochs", "3", "--out", str(out)])
     assert_one_line(
         capsys.readouterr().err, code, 1, f"training loss is {value} at epoch 2, step 3; stopping"
     )

@@ -194,3 +194,94 @@ def _constant(inputs):
 
 def _broken(inputs):
     return {}["x"]
+
+
+# -- per-image rewards on the last linear layer ---------------------------------------------------
+
+
+def _classifier_and_batches(loss="soft_ce"):
+    from rlmix.losses import get_loss
+    from rlmix.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet_tiny", 5, in_chans=1)
+    x = torch.rand(12, 1, 16, 16)
+    y = torch.softmax(torch.randn(12, 5) * 2, dim=1)  # soft (mixed) labels
+    x_val, labels_val = torch.rand(20, 1, 16, 16), torch.randint(0, 5, (20,))
+    return model, get_loss(loss), x, y, x_val, labels_val
+
+
+@pytest.mark.parametrize("loss", ["soft_ce", "bce"])
+def test_val_grad_align_matches_autograd_per_example_gradients(loss):
+    """The closed form equals each example's own last-layer gradient (one backward per example)
+    dotted with the held-out batch's mean gradient, to 1e-5."""
+    from rlmix.probe import capture_last_layer, last_layer_grad, mixed_batch
+
+    model, loss_fn, x, y, x_val, labels_val = _classifier_and_batches(loss)
+    fc = model.get_classifier()
+    model.train()
+    with capture_last_layer(model) as seen:
+        logits = model(x)
+    mixed = mixed_batch(loss_fn, y, logits, seen[-1])
+    g = last_layer_grad(model, loss_fn, x_val, labels_val, 5)
+    # autograd: the held-out mean gradient (eval mode), then each example's gradient alone
+    model.eval()
+    onehot = torch.nn.functional.one_hot(labels_val, 5).float()
+    gw, gb = torch.autograd.grad(loss_fn(model(x_val), onehot), [fc.weight, fc.bias])
+    np.testing.assert_allclose(g.weight, gw, atol=1e-6)
+    np.testing.assert_allclose(g.bias, gb, atol=1e-6)
+    model.train()
+    val = torch.cat([gw.flatten(), gb]).double()
+    dots, cosines = [], []
+    for i in range(x.shape[0]):
+        z = model(x)[i : i + 1]  # train-mode BN over the whole batch, as trained
+        w, b = torch.autograd.grad(loss_fn(z, y[i : i + 1]), [fc.weight, fc.bias])
+        gi = torch.cat([w.flatten(), b]).double()
+        dots.append(float(gi @ val))
+        cosines.append(float(gi @ val / (gi.norm() * val.norm())))
+    inputs = RewardInputs(q=torch.zeros(12), loss=0.0, mixed=mixed, val_grad=g)
+    align = get_reward("val_grad_align")(inputs)
+    dot = get_reward("val_grad_dot")(inputs)
+    assert align.shape == (12,) and align.std() > 0.02  # per image, not one value per batch
+    np.testing.assert_allclose(align, cosines, atol=1e-5)
+    np.testing.assert_allclose(dot, dots, rtol=1e-5, atol=1e-7)
+    assert get_reward("val_grad_align").held_out and get_reward("val_grad_align").mixed
+
+
+def test_ema_agreement_is_minus_kl_of_the_mixed_label_from_the_teacher():
+    from rlmix.probe import MixedBatch
+
+    y = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.0, 1.0]])
+    teacher = torch.tensor([[0.7, 0.3, 0.0], [0.25, 0.25, 0.5]])
+    mixed = MixedBatch(y, torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 3))
+    inputs = RewardInputs(q=torch.zeros(2), loss=0.0, mixed=mixed, teacher_probs=teacher)
+    np.testing.assert_allclose(get_reward("ema_agreement")(inputs), [0.0, math.log(0.5)], atol=1e-9)
+
+
+def test_the_ema_teacher_follows_the_classifier(tiny_config):
+    from rlmix.trainer import Trainer
+
+    cfg = tiny_config(**{"env.ema_decay": 0.9})
+    t = Trainer(cfg, teacher=True)
+    t.begin_epoch()
+    before = [p.clone() for p in t.teacher.parameters()]
+    batch = t.observe(saliency=False)
+    t.train_step(batch.x, batch.y)
+    for old, new, student in zip(before, t.teacher.parameters(), t.model.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * student.detach())
+    assert "teacher" in t.state_dict()
+
+
+def test_counterfactual_flags():
+    for name in ("loss_drop", "val_loss_drop", "test_acc_gain"):
+        assert not get_reward(name).has_counterfactual
+    for name in (
+        "grad_cosine",
+        "grad_cosine_mean",
+        "val_grad_align",
+        "ema_agreement",
+        "probe_rank",
+    ):
+        assert get_reward(name).has_counterfactual
+    assert get_reward("tests.reward_fixtures:nan_per_image").reads_mix  # a plain function
+    assert not get_reward("probe_rank").reads_mix
