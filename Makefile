@@ -23,9 +23,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks $(ARGS)
 
-# The README's headline study on real Fashion-MNIST (apt-get install dataset-fashion-mnist).
-STUDY_ARGS ?= --policies vanilla,mixup,cutmix_plus,constant,rmix,agent \
-	--reward grad_cosine --reward grad_cosine_mean --seeds 0 1 2 --jobs 2
+# The README's headline study on real Fashion-MNIST (apt-get install dataset-fashion-mnist):
+# R-Mix against the agent under the paper's reward and under val_grad_align (plain, with the
+# counterfactual baseline, with an entropy bonus), 5 paired seeds, and the fixed baselines.
+STUDY_ARGS ?= --policies vanilla,mixup,cutmix_plus,constant,rmix,agent --seeds 0 1 2 3 4 \
+	--jobs 2 --agent grad_cosine:grad_cosine --agent val_grad_align:val_grad_align \
+	--agent val_grad_align+diff:val_grad_align,agent.baseline=counterfactual \
+	--agent val_grad_align+ent:val_grad_align,agent.ent_coef=0.01
 study: $(STAMP)
 	$(PY) -m rlmix.compare --config fashion_mnist_study --out runs/study $(STUDY_ARGS) $(ARGS)
 

@@ -2,60 +2,72 @@
 
     python -m rlmix.compare                                  # all policies, 3 seeds, default config
     python -m rlmix.compare --policies rmix,cutmix_plus --seeds 0 1 2 3 4 --jobs 2
-    python -m rlmix.compare --policies agent,rmix --reward grad_cosine --reward grad_cosine_mean
+    python -m rlmix.compare --policies agent,rmix --reward grad_cosine --reward val_grad_align
+    python -m rlmix.compare --policies agent,rmix --agent diff:val_grad_align,agent.baseline=counterfactual
     python -m rlmix.compare --config fashion_mnist_study     # the README's headline (make study)
+    python -m rlmix.compare ... --launcher ray [--address HOST:PORT]   # one Ray task per run
 
 Every run goes through :class:`envs.MixupEnv` with the same config, epochs and seeds; a seed
 fixes the data order, initialisation and augmentation for every policy, so policies are compared
 by per-seed differences: mean ± std over seeds, and for every policy its paired difference to a
 reference policy (``--reference``, default ``rmix``) with a Student-t confidence interval
 (``--confidence``, default 95 %), marked ``*`` when it excludes 0 (a difference beyond seed
-noise). The agent runs once per ``--reward``; the reference policy then computes those rewards
-too (``env.log_rewards``: logged, not acted on), so the agent's reward is compared with random
-top-k's on the same reward and the same seeds. Other fixed policies run with ``env.reward=none``.
+noise).
+
+The agent runs once per ``--reward`` (or ``--agent`` variant). Every policy that acts through
+R-Mix's top-k (the reference, ``constant``, the agents) also scores the agents' rewards on a
+same-batch counterfactual (random top-k on the same state), so the table gives each one's
+**policy gain over random top-k** on each reward, with its interval over seeds; R-Mix's own gain
+is 0 up to noise. An agent whose reward reads a held-out split trains on the training budget
+minus that split; the reference then runs twice, on the whole budget (the same labelled budget)
+and as ``<reference>[held-out]`` on the agents' training set (the held-out images carved and
+unused), and the table gives both differences.
+
+A study is resumable: its directory holds ``study.json`` and one directory per run; run the same
+command again (or add ``--resume``) after an interruption and finished runs are read back,
+interrupted ones resume from their last checkpoint. A different study in the same directory is
+refused.
 
 Writes under ``--out``: ``results.md`` (the tables), ``runs.csv`` (one row per policy and seed),
 ``summary.csv`` (one row per policy), ``accuracy.png`` and ``ece.png`` (mean over seeds with a
-± std band) and ``entropy.png`` (the agents' policy entropy); each run keeps its own directory.
+± std band), ``entropy.png`` and ``gain.png`` (the agents' policy entropy and same-batch gain).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import functools
 import io
-import json
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from baselines import list_policies
+from baselines import list_policies, policy_mixer
 from envs.rewards import get_reward
 from rlmix.checkpoints import atomic_write_text, check_writable
 from rlmix.cli import ArgumentParser, add_config_args, overrides_from_args, run_main
 from rlmix.config import MAX_SEED, Config, load_config
 from rlmix.errors import ConfigError
+from rlmix.launch import LAUNCHERS, run_jobs
 from rlmix.plots import plot_curves
-from rlmix.stats import PairedDifference, mean_std, paired_difference
+from rlmix.stats import PairedDifference, mean_interval, mean_std, paired_difference
+from rlmix.study import (
+    METRICS,
+    AgentSpec,
+    Job,
+    Result,
+    job_config,
+    manifest,
+    open_study,
+    run_dir,
+)
 
 FIXED = [p for p in list_policies() if p != "agent"]  # "agent" here is the learning agent
 POLICIES = ["agent", *FIXED]
-# (key in the final metrics, column title, scale)
-METRICS = [
-    ("top1", "top-1 (%)", 100.0),
-    ("nll", "NLL", 1.0),
-    ("ece", "ECE (%)", 100.0),
-    ("fgsm_error", "FGSM err (%)", 100.0),
-    ("loc_acc", "CAM loc (%)", 100.0),
-]
+HELD_OUT = "held-out"  # label suffix of the reference run on the agents' training set
 PAIRED = ("top1", "ece")  # metrics whose paired difference to the reference is tabulated
 
 
@@ -64,7 +76,8 @@ def build_parser() -> ArgumentParser:
         prog="python -m rlmix.compare",
         description="Run the RL-Mix agent and fixed policies (R-Mix, constant top-k, CutMix+, "
         "Mixup, vanilla) for the same epochs and paired seeds through the same env; write "
-        "tables with paired confidence intervals and plots.",
+        "tables with paired confidence intervals, same-batch policy gains and plots. Run it "
+        "again on the same --out to continue an interrupted study.",
     )
     add_config_args(p)
     p.set_defaults(out=None)
@@ -81,6 +94,14 @@ def build_parser() -> ArgumentParser:
         help="agent reward; repeat to run the agent once per reward (default: the config's)",
     )
     p.add_argument(
+        "--agent",
+        action="append",
+        default=None,
+        metavar="NAME:REWARD[,KEY=VALUE...]",
+        help="an agent variant, tabulated as agent[NAME], e.g. "
+        "diff:val_grad_align,agent.baseline=counterfactual (repeatable; with --reward too)",
+    )
+    p.add_argument(
         "--reference", default="rmix", help="policy the others are compared with (default rmix)"
     )
     p.add_argument(
@@ -90,161 +111,164 @@ def build_parser() -> ArgumentParser:
         "--jobs",
         type=int,
         default=1,
-        help="runs in parallel processes (default 1; with several GPUs, one run per GPU)",
+        help="local runs in parallel processes (default 1; with several GPUs, one run per GPU)",
+    )
+    p.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="local",
+        help="local processes (--jobs) or ray: one Ray task per run (pip install 'rlmix[ray]')",
+    )
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument(
+        "--threads", type=int, help="torch threads per run (default: cpu_count // jobs; Ray: 1)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the study in --out (it resumes by default when --out holds this study; "
+        "--resume also refuses to start a new one)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
 
-@dataclass(frozen=True)
-class Job:
-    """One run of the comparison."""
-
-    label: str  # "rmix", "agent", "agent[grad_cosine]"
-    policy: str
-    seed: int
-    cfg: Config
-
-    @property
-    def reward(self) -> str:
-        return self.cfg.env.reward
+# -- the study's arms -----------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    """What one run gives the tables: final metrics, rewards, the history and epoch times."""
-
-    label: str
-    policy: str
-    seed: int
-    reward: str
-    final: dict[str, float]
-    history: list[dict[str, Any]]
-    epoch_times: list[float]
-
-    @functools.cached_property
-    def values(self) -> dict[str, float]:
-        """The run's numbers for the tables (:func:`run_values`)."""
-        return run_values(self)
+def agent_specs(
+    rewards: list[str] | None, agents: list[str] | None, default: str
+) -> list[AgentSpec]:
+    """The agent arms: one per ``--reward`` and ``--agent``; the config's reward if neither."""
+    specs = [AgentSpec(r, r) for r in rewards or []]
+    specs += [AgentSpec.parse(a) for a in agents or []]
+    specs = specs or [AgentSpec(default, default)]
+    names = [s.name for s in specs]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"agent '{dup}' is given twice (--reward and --agent names are labels)")
+    return specs
 
 
-def run_job(job: Job, threads: int | None = None) -> Result:
-    """Train one policy with one seed in this process (with ``threads`` torch threads)."""
-    import torch
-
-    from rlmix.train import train_fixed
-    from rlmix.train_agent import train_agent
-
-    train = train_agent if job.policy == "agent" else train_fixed
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
+def _reward(name: str):
     try:
-        metrics = train(dataclasses.replace(job.cfg, policy=job.policy), progress=False)
-    finally:
-        torch.set_num_threads(before)
-    timings = json.loads((Path(job.cfg.out) / "timings.json").read_text())["epoch_time_s"]
-    return Result(
-        job.label, job.policy, job.seed, job.reward, metrics["final"], metrics["epochs"], timings
-    )
+        return get_reward(name)
+    except ValueError as e:
+        raise ConfigError(f"--reward: {e}") from e
 
 
-def run_values(result: Result) -> dict[str, float]:
-    """The per-run numbers of ``runs.csv``: final metrics (in table units), rewards, entropy."""
-    out: dict[str, float] = {}
-    for key, _, scale in METRICS:
-        if key in result.final:
-            out[key] = scale * result.final[key]
-    history = result.history
-    for key in {k for row in history for k in row if k.startswith("reward")}:
-        series = [row[key] for row in history if key in row]
-        out[f"{key}_run"] = sum(series) / len(series)
-        out[f"{key}_last"] = history[-1].get(key, float("nan"))
-    last = history[-1]
-    if "policy_entropy_frac" in last:
-        out["entropy_frac_last"] = 100.0 * last["policy_entropy_frac"]
-        out["mean_q_last"] = last["mean_q"]
-        out["q_std_last"] = last["policy_q_std"]
-    out["s_per_epoch"] = sum(result.epoch_times) / max(len(result.epoch_times), 1)
+def arms(
+    cfg: Config, policies: list[str], specs: list[AgentSpec], reference: str
+) -> list[dict[str, Any]]:
+    """Every arm of the study: ``label``, ``policy``, ``reward``, ``log_rewards``, ``hold_out``
+    and agent ``overrides`` (see the module docstring)."""
+    agent_rewards = [s.reward for s in specs] if "agent" in policies else []
+    agent_rewards = list(dict.fromkeys(agent_rewards))
+    budget_logs = [r for r in agent_rewards if not _reward(r).held_out]
+    several = len(specs) > 1 or specs[0].name != specs[0].reward
+    out: list[dict[str, Any]] = []
+    for policy in policies:
+        if policy == "agent":
+            for spec in specs:
+                label = f"agent[{spec.name}]" if several else "agent"
+                out.append(_arm(label, "agent", spec.reward, overrides=list(spec.overrides)))
+        else:
+            logs = budget_logs if policy_mixer(policy) == "rmix" else []
+            out.append(_arm(policy, policy, "none", logs))
+    if any(_reward(r).held_out for r in agent_rewards):
+        out.append(_arm(f"{reference}[{HELD_OUT}]", reference, "none", agent_rewards, "always"))
     return out
 
 
+def _arm(label, policy, reward, logs=(), hold_out=None, overrides=()) -> dict[str, Any]:
+    counterfactual = any(_reward(r).has_counterfactual for r in logs)
+    return {
+        "label": label,
+        "policy": policy,
+        "reward": reward,
+        "log_rewards": list(logs),
+        "hold_out": hold_out,
+        "counterfactual_every": 1 if counterfactual else None,
+        "overrides": list(overrides),
+    }
+
+
 def make_jobs(
-    cfg: Config,
-    policies: list[str],
-    seeds: list[int],
-    rewards: list[str],
-    reference: str,
-    out: Path,
+    cfg: Config, study_arms: list[dict[str, Any]], seeds: list[int], out: Path
 ) -> list[Job]:
-    """Every (label, seed) run, seed-major, with its config and run directory."""
-    several = len(rewards) > 1
-    labels: list[tuple[str, str, str | None]] = []  # (label, policy, agent reward)
-    for policy in policies:
-        if policy == "agent":
-            labels += [(f"agent[{r}]" if several else "agent", "agent", r) for r in rewards]
-        else:
-            labels.append((policy, policy, None))
+    """Every (arm, seed) run, seed-major, with its config and run directory."""
     jobs = []
     for seed in seeds:
-        for label, policy, reward in labels:
-            env = dataclasses.replace(cfg.env, reward=reward or "none")
-            if reward is None and policy == reference and "agent" in policies:
-                env = dataclasses.replace(env, log_rewards=list(rewards))
-            run_dir = out / label.replace("[", "_").replace("]", "") / f"seed{seed}"
-            jobs.append(
-                Job(
-                    label,
-                    policy,
-                    seed,
-                    dataclasses.replace(cfg, seed=seed, env=env, out=str(run_dir)),
-                )
+        for arm in study_arms:
+            overrides = [f"env.reward={arm['reward']}", f"env.log_rewards={arm['log_rewards']}"]
+            overrides += arm["overrides"]
+            if arm["hold_out"] is not None:
+                overrides.append(f"data.hold_out={arm['hold_out']}")
+            if arm["counterfactual_every"] is not None:
+                overrides.append(f"env.counterfactual_every={arm['counterfactual_every']}")
+            run_cfg = job_config(
+                cfg, seed=seed, out=run_dir(out, arm["label"], seed), overrides=overrides
             )
+            jobs.append(Job(arm["label"], arm["policy"], seed, run_cfg))
     return jobs
 
 
-def _devices(jobs: int) -> list[str | None]:
-    """One CUDA device per parallel run when several GPUs are present."""
-    import torch
-
-    n = torch.cuda.device_count()
-    return [f"cuda:{i % n}" for i in range(jobs)] if n > 1 else [None] * jobs
+# -- tables -----------------------------------------------------------------------------------------
 
 
-def run_jobs(jobs: list[Job], n_jobs: int, *, progress: bool) -> list[Result]:
-    """Run ``jobs`` in this process (``n_jobs`` 1) or in ``n_jobs`` worker processes."""
-    bar = tqdm(total=len(jobs), desc="compare", disable=not progress)
-    results: list[Result] = []
-    try:
-        if n_jobs == 1:
-            for job in jobs:
-                bar.set_postfix_str(f"{job.label} seed {job.seed}")
-                results.append(run_job(job))
-                bar.update()
-            return results
-        threads = max(1, (os.cpu_count() or 1) // n_jobs)
-        devices = _devices(n_jobs)
-        with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
-            futures = []
-            for i, job in enumerate(jobs):
-                if devices[i % n_jobs] is not None and job.cfg.trainer.device in ("auto", "cuda"):
-                    trainer = dataclasses.replace(job.cfg.trainer, device=devices[i % n_jobs])
-                    job = dataclasses.replace(
-                        job, cfg=dataclasses.replace(job.cfg, trainer=trainer)
+def summarise(results: list[Result], reference: str, confidence: float) -> list[dict[str, Any]]:
+    """One row per label: mean and std over seeds of every run value; the paired differences to
+    the reference policy (``<key>_diff``: a :class:`PairedDifference`) and, for runs that hold
+    images out, to the reference on their training set (``<key>_diff_same``); and each
+    same-batch gain with its interval over seeds (``gain_<reward>_<span>_ci``)."""
+    by_label: dict[str, list[Result]] = {}
+    for r in results:
+        by_label.setdefault(r.label, []).append(r)
+    ref = {r.seed: r.values for r in by_label.get(reference, [])}
+    same = {r.seed: r.values for r in by_label.get(f"{reference}[{HELD_OUT}]", [])}
+    rows = []
+    for label, runs in by_label.items():
+        row: dict[str, Any] = {"policy": label, "seeds": len(runs), "kind": runs[0].policy}
+        keys = sorted({k for r in runs for k in r.values})
+        for key in keys:
+            vals = [r.values[key] for r in runs if key in r.values]
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(vals)
+            if key.startswith("gain_") and len(vals) == len(runs):
+                row[f"{key}_ci"] = mean_interval(vals, confidence)
+        if label != reference:
+            _paired(row, runs, ref, "_diff", confidence)
+        holds_out = runs[0].values.get("held_out_images", 0) > 0
+        if holds_out and not label.endswith(f"[{HELD_OUT}]"):
+            _paired(row, runs, same, "_diff_same", confidence)
+        if runs[0].policy == "agent":
+            reward = runs[0].reward
+            base = same if holds_out and same else ref
+            for span in ("run", "last"):
+                key = f"reward_{reward}_{span}"
+                paired = [r for r in runs if r.seed in base and key in base[r.seed]]
+                if paired and len(paired) == len(runs):
+                    row[f"reward_{span}_diff"] = paired_difference(
+                        [r.values[f"reward_{span}"] for r in paired],
+                        [base[r.seed][key] for r in paired],
+                        confidence,
                     )
-                futures.append(pool.submit(run_job, job, threads))
-            for future in as_completed(futures):
-                result = future.result()
-                results.append(result)
-                bar.set_postfix_str(f"{result.label} seed {result.seed} done")
-                bar.update()
-        order = {(j.label, j.seed): i for i, j in enumerate(jobs)}
-        return sorted(results, key=lambda r: order[(r.label, r.seed)])
-    finally:
-        bar.close()
+        rows.append(row)
+    return rows
 
 
-def _cell(mean_sd: tuple[float, float]) -> str:
-    return f"{mean_sd[0]:.2f} ± {mean_sd[1]:.2f}"
+def _paired(row, runs: list[Result], base: dict[int, dict[str, float]], suffix, confidence) -> None:
+    paired = [r for r in runs if r.seed in base]
+    if not paired:
+        return
+    for key in PAIRED:
+        if all(key in r.values and key in base[r.seed] for r in paired):
+            row[f"{key}{suffix}"] = paired_difference(
+                [r.values[key] for r in paired], [base[r.seed][key] for r in paired], confidence
+            )
+
+
+def _cell(mean_sd: tuple[float, float], digits: int = 2) -> str:
+    return f"{mean_sd[0]:.{digits}f} ± {mean_sd[1]:.{digits}f}"
 
 
 def _diff_cell(d: PairedDifference | None, digits: int = 2) -> str:
@@ -257,96 +281,92 @@ def _diff_cell(d: PairedDifference | None, digits: int = 2) -> str:
     return f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]{mark}"
 
 
-def summarise(results: list[Result], reference: str, confidence: float) -> list[dict[str, Any]]:
-    """One row per label: mean and std over seeds of every run value, and the paired differences
-    to the reference policy (``<key>_diff``: a :class:`PairedDifference`)."""
-    by_label: dict[str, list[Result]] = {}
-    for r in results:
-        by_label.setdefault(r.label, []).append(r)
-    ref = {r.seed: r.values for r in by_label.get(reference, [])}
-    rows = []
-    for label, runs in by_label.items():
-        row: dict[str, Any] = {"policy": label, "seeds": len(runs), "kind": runs[0].policy}
-        keys = sorted({k for r in runs for k in r.values})
-        for key in keys:
-            vals = [r.values[key] for r in runs if key in r.values]
-            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(vals)
-        paired = [r for r in runs if r.seed in ref]
-        if label != reference and paired:
-            for key in PAIRED:
-                if all(key in r.values and key in ref[r.seed] for r in paired):
-                    row[f"{key}_diff"] = paired_difference(
-                        [r.values[key] for r in paired],
-                        [ref[r.seed][key] for r in paired],
-                        confidence,
-                    )
-            if runs[0].policy == "agent":
-                reward = runs[0].reward
-                for span in ("run", "last"):
-                    key = f"reward_{reward}_{span}"
-                    if all(key in ref[r.seed] for r in paired):
-                        row[f"reward_{span}_diff"] = paired_difference(
-                            [r.values[f"reward_{span}"] for r in paired],
-                            [ref[r.seed][key] for r in paired],
-                            confidence,
-                        )
-        rows.append(row)
-    return rows
+def _trains_on(row: dict[str, Any]) -> str:
+    if "train_images_mean" not in row:
+        return "n/a"
+    return f"{row['train_images_mean']:.0f} / {row['held_out_images_mean']:.0f}"
+
+
+def _gain_rewards(rows: list[dict[str, Any]]) -> list[str]:
+    keys = {k for r in rows for k in r if k.startswith("gain_") and k.endswith("_run_ci")}
+    return sorted(k[len("gain_") : -len("_run_ci")] for k in keys)
 
 
 def to_markdown(rows: list[dict[str, Any]], title: str, reference: str, confidence: float) -> str:
     level = f"{100 * confidence:g} %"
     present = [m for m in METRICS if any(f"{m[0]}_mean" in r for r in rows)]
-    head = ["policy", "seeds"]
+    gains = _gain_rewards(rows)
+    same = any("top1_diff_same" in r for r in rows)
+    head = ["policy", "seeds", "trains on / held out"]
     for key, name, _ in present:
         head.append(name)
         if key in PAIRED:
             head.append(f"Δ {key} vs {reference} [{level} CI]")
+            if same and key == "top1":
+                head.append(f"Δ top1 vs {reference}, same training set")
+    head += [f"gain vs random on {g} [{level} CI]" for g in gains]
     head.append("s / epoch")
     lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["policy"], str(r["seeds"])]
+        cells = [r["policy"], str(r["seeds"]), _trains_on(r)]
         for key, _, _ in present:
             cells.append(
                 _cell((r[f"{key}_mean"], r[f"{key}_std"])) if f"{key}_mean" in r else "n/a"
             )
             if key in PAIRED:
                 cells.append(_diff_cell(r.get(f"{key}_diff")))
+                if same and key == "top1":
+                    cells.append(_diff_cell(r.get("top1_diff_same")))
+        cells += [_diff_cell(r.get(f"gain_{g}_run_ci"), 4) for g in gains]
         cells.append(_cell((r["s_per_epoch_mean"], r["s_per_epoch_std"])))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         f"mean ± std over seeds; Δ: paired difference to {reference} (same seeds), {level} "
-        "Student-t interval, * when it excludes 0."
+        "Student-t interval, * when it excludes 0. Gain vs random: the policy's reward minus "
+        "that of a uniformly random top-k on the same batches and weights (run mean), with its "
+        "interval over seeds; — where the policy does not score that reward."
     )
+    if same:
+        lines.append(
+            f"{reference}[{HELD_OUT}] trains on the agents' training set: the budget with the "
+            "held-out split removed (and unused)."
+        )
     agents = [r for r in rows if r["kind"] == "agent"]
     if agents:
-        lines += ["", f"### Agent vs {reference} on the agent's reward", ""]
+        lines += ["", f"### Agents: same-batch gain over random top-k, and {reference}'s runs", ""]
         head = [
             "agent",
             "seeds",
             "reward (run mean)",
-            f"Δ vs {reference} (run) [{level} CI]",
-            "reward (last epoch)",
-            f"Δ vs {reference} (last epoch) [{level} CI]",
+            f"same-batch gain, run [{level} CI]",
+            f"same-batch gain, last epoch [{level} CI]",
+            f"Δ reward vs {reference}'s run [{level} CI]",
             "entropy, last epoch (% of ln K)",
             "mean q, last epoch",
             "std of E[q] over images",
         ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in agents:
+            reward = r["policy"]
+            own = next((g for g in gains if f"gain_{g}_run_ci" in r), None)
             cells = [
-                r["policy"],
+                reward,
                 str(r["seeds"]),
-                f"{r['reward_run_mean']:.4f} ± {r['reward_run_std']:.4f}",
+                _cell((r["reward_run_mean"], r["reward_run_std"]), 4),
+                _diff_cell(r.get(f"gain_{own}_run_ci"), 4) if own else "—",
+                _diff_cell(r.get(f"gain_{own}_last_ci"), 4) if own else "—",
                 _diff_cell(r.get("reward_run_diff"), 4),
-                f"{r['reward_last_mean']:.4f} ± {r['reward_last_std']:.4f}",
-                _diff_cell(r.get("reward_last_diff"), 4),
                 _cell((r["entropy_frac_last_mean"], r["entropy_frac_last_std"])),
                 _cell((r["mean_q_last_mean"], r["mean_q_last_std"])),
                 _cell((r["q_std_last_mean"], r["q_std_last_std"])),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(
+            f"Δ reward vs {reference}'s run compares the rewards of two different classifier "
+            "trajectories (the gain columns compare the same batches)."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -367,7 +387,7 @@ def runs_csv(results: list[Result]) -> str:
 
 
 def summary_csv(rows: list[dict[str, Any]]) -> str:
-    """One row per policy; each paired difference as ``<key>_diff``, ``_low``, ``_high``."""
+    """One row per policy; each interval as ``<key>``, ``<key>_low``, ``<key>_high``."""
     flat = []
     for row in rows:
         out = {}
@@ -380,19 +400,10 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     return _csv(flat)
 
 
-def compare(
-    cfg: Config,
-    policies: list[str],
-    seeds: list[int],
-    rewards: list[str] | None,
-    out: Path,
-    *,
-    reference: str = "rmix",
-    confidence: float = 0.95,
-    jobs: int = 1,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Run every (policy, reward, seed), write the tables and plots; returns the summary rows."""
+# -- the command ------------------------------------------------------------------------------------
+
+
+def _check(cfg, policies, seeds, specs, reference, jobs, confidence) -> None:
     if not policies:
         raise ConfigError(f"--policies is empty; choose from: {', '.join(POLICIES)}")
     bad = [p for p in policies if p not in POLICIES]
@@ -411,33 +422,76 @@ def compare(
     for seed in seeds:
         if not 0 <= seed <= MAX_SEED:
             raise ConfigError(f"--seeds: seed {seed} is not in [0, {MAX_SEED}]")
-    rewards = rewards or [cfg.env.reward]
     if "agent" in policies:  # fail before any run, not after the fixed policies
-        for reward in rewards:
-            try:
-                needs_val = get_reward(reward).val_loss
-            except ValueError as e:
-                raise ConfigError(f"--reward: {e}") from e
-            if needs_val and cfg.data.val_size == 0:
+        for spec in specs:
+            if _reward(spec.reward).held_out and cfg.data.val_size == 0:
                 raise ConfigError(
-                    f"--reward {reward} needs a held-out split: set data.val_size (it is carved "
-                    "for every policy, so the runs stay paired)"
+                    f"--reward {spec.reward} needs a held-out split: set data.val_size (images "
+                    "held out of the training budget)"
                 )
+
+
+def compare(
+    cfg: Config,
+    policies: list[str],
+    seeds: list[int],
+    rewards: list[str] | None,
+    out: Path,
+    *,
+    agents: list[str] | None = None,
+    reference: str = "rmix",
+    confidence: float = 0.95,
+    jobs: int = 1,
+    launcher: str = "local",
+    address: str | None = None,
+    threads: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or continue) every (arm, seed), write the tables and plots; returns the summary
+    rows."""
+    specs = agent_specs(rewards, agents, cfg.env.reward)
+    _check(cfg, policies, seeds, specs, reference, jobs, confidence)
     if reference not in policies:
         policies = [*policies, reference]
+    study_arms = arms(cfg, policies, specs, reference)
+    study_jobs = make_jobs(cfg, study_arms, seeds, out)  # validates every arm's config
     check_writable(out)
+    resumed = open_study(out, manifest(cfg, study_arms, seeds, reference), resume=resume)
     start = time.perf_counter()
-    results = run_jobs(
-        make_jobs(cfg, policies, seeds, rewards, reference, out), jobs, progress=progress
-    )
+    bar = tqdm(total=len(study_jobs), desc="compare", disable=not progress)
+    if resumed:
+        bar.write(f"compare: continuing the study in {out}")
+
+    def report(result: Result) -> None:
+        bar.set_postfix_str(f"{result.label} seed {result.seed} done")
+        bar.update()
+
+    try:
+        results = run_jobs(
+            study_jobs,
+            launcher=launcher,
+            n_jobs=jobs,
+            threads=threads,
+            address=address,
+            on_result=report,
+        )
+    finally:
+        bar.close()
     rows = summarise(results, reference, confidence)
+    where = f"{jobs} job{'s' if jobs > 1 else ''}" if launcher == "local" else launcher
     title = (
         f"{cfg.data.name} / {cfg.model.name}, {cfg.trainer.epochs} epochs, seeds {seeds} "
-        f"({time.perf_counter() - start:.0f} s in all, {jobs} job{'s' if jobs > 1 else ''})"
+        f"({time.perf_counter() - start:.0f} s{' this time' if resumed else ''}, {where})"
     )
     atomic_write_text(out / "results.md", to_markdown(rows, title, reference, confidence))
     atomic_write_text(out / "runs.csv", runs_csv(results))
     atomic_write_text(out / "summary.csv", summary_csv(rows))
+    _plots(results, out)
+    return rows
+
+
+def _plots(results: list[Result], out: Path) -> None:
     curves: dict[str, list] = {}
     for r in results:
         curves.setdefault(r.label, []).append(r.history)
@@ -452,7 +506,13 @@ def compare(
             title="Agent policy entropy per epoch",
             ylabel="entropy (% of ln K)",
         )
-    return rows
+        plot_curves(
+            agents,
+            out / "gain.png",
+            metric="policy_gain",
+            title="Agent's same-batch gain over random top-k per epoch",
+            ylabel="gain (x 100)",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -472,9 +532,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seeds,
         args.reward,
         out,
+        agents=args.agent,
         reference=args.reference,
         confidence=args.confidence,
         jobs=args.jobs,
+        launcher=args.launcher,
+        address=args.address,
+        threads=args.threads,
+        resume=args.resume,
         progress=not args.no_progress,
     )
     print(to_markdown(rows, "results", args.reference, args.confidence))

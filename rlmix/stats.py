@@ -127,4 +127,17 @@ def paired_difference(
     return PairedDifference(mean, mean - half, mean + half, n, confidence)
 
 
-__all__ = ["PairedDifference", "mean_std", "paired_difference", "t_cdf", "t_quantile"]
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> PairedDifference:
+    """The Student-t interval of ``mean(values)`` (as a difference to 0: values that are
+    themselves differences, such as a policy's gain over random top-k)."""
+    return paired_difference(list(values), [0.0] * len(values), confidence)
+
+
+__all__ = [
+    "PairedDifference",
+    "mean_interval",
+    "mean_std",
+    "paired_difference",
+    "t_cdf",
+    "t_quantile",
+]

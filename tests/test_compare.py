@@ -5,9 +5,15 @@ import json
 
 import pytest
 
-from rlmix.compare import compare, make_jobs, run_job
+from rlmix.compare import arms, compare, make_jobs
 from rlmix.errors import ConfigError
 from rlmix.stats import paired_difference
+from rlmix.study import AgentSpec, run_job
+
+
+def _jobs(cfg, policies, seeds, out, reference="rmix"):
+    specs = [AgentSpec(cfg.env.reward, cfg.env.reward)]
+    return make_jobs(cfg, arms(cfg, policies, specs, reference), seeds, out)
 
 
 def _csv(path):
@@ -38,7 +44,7 @@ def test_reference_and_paired_intervals(tiny_config, tmp_path):
     rmix = next(r for r in summary if r["policy"] == "rmix")
     assert float(rmix["top1_diff_low"]) == pytest.approx(expected.low)
     # paired: a seed fixes the data order, so one policy's run repeats exactly
-    (job,) = make_jobs(cfg, ["rmix"], [1], [cfg.env.reward], "mixup", tmp_path / "again")
+    (job,) = _jobs(cfg, ["rmix"], [1], tmp_path / "again", "mixup")
     first = json.loads((tmp_path / "rmix" / "seed1" / "metrics.json").read_text())
     assert run_job(job).final == first["final"]
 
@@ -52,7 +58,7 @@ def test_jobs_run_in_parallel_processes(tiny_config, tmp_path):
     import os
 
     threads = max(1, (os.cpu_count() or 1) // 2)
-    (job,) = make_jobs(cfg, ["rmix"], [1], [cfg.env.reward], "rmix", tmp_path / "solo")
+    (job,) = _jobs(cfg, ["rmix"], [1], tmp_path / "solo")
     solo = run_job(job, threads)
     assert solo.final["top1"] * 100 == pytest.approx(float(runs["rmix", "1"]["top1"]))
 

@@ -1,0 +1,252 @@
+"""The runs of a comparison study: what each is, where it lives, and how it is (re)started.
+
+A study is every (arm, seed) run of :mod:`rlmix.compare`; an arm is a fixed policy or an agent
+variant (a reward and agent settings). Each run has its own directory under the study's, and
+:func:`run_job` is the one way a run is executed, by every launcher (this process, local worker
+processes, Ray tasks): a finished run is read back from its ``metrics.json``, an interrupted one
+resumes from its ``checkpoint.pt``, a new one starts. So a study that is run again, after an
+interruption or a crash, or a Ray task that is retried, continues where it stopped and gives the
+tables an uninterrupted study gives.
+
+``study.json`` records what a study is (config, arms, seeds, reference): running a different
+study into the same directory is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlmix.checkpoints import atomic_write_json
+from rlmix.config import Config, load_config
+from rlmix.errors import ConfigError
+
+MANIFEST = "study.json"
+# (key in the final metrics, column title, scale)
+METRICS = [
+    ("top1", "top-1 (%)", 100.0),
+    ("nll", "NLL", 1.0),
+    ("ece", "ECE (%)", 100.0),
+    ("fgsm_error", "FGSM err (%)", 100.0),
+    ("loc_acc", "CAM loc (%)", 100.0),
+]
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent arm: a reward and agent settings, labelled ``agent[name]`` in the tables.
+
+    Parsed from ``NAME:REWARD[,KEY=VALUE...]`` (``--agent``), e.g.
+    ``diff:val_grad_align,agent.baseline=counterfactual``; ``--reward R`` is ``R:R``.
+    """
+
+    name: str
+    reward: str
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> AgentSpec:
+        name, sep, rest = text.partition(":")
+        parts = [p.strip() for p in rest.split(",")] if sep else [name]
+        if not name.strip() or not parts[0] or any("=" in p for p in parts[:1]):
+            raise ConfigError(
+                f"--agent '{text}' must look like NAME:REWARD[,KEY=VALUE...], e.g. "
+                "diff:val_grad_align,agent.baseline=counterfactual"
+            )
+        bad = [p for p in parts[1:] if "=" not in p]
+        if bad:
+            raise ConfigError(f"--agent '{text}': '{bad[0]}' is not a KEY=VALUE override")
+        return cls(name.strip(), parts[0], tuple(parts[1:]))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a study."""
+
+    label: str  # "rmix", "agent[grad_cosine]", "rmix[held-out]"
+    policy: str
+    seed: int
+    cfg: Config
+
+    @property
+    def reward(self) -> str:
+        return self.cfg.env.reward
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+
+@dataclass
+class Result:
+    """What one run gives the tables: final metrics, the history, epoch times and data sizes."""
+
+    label: str
+    policy: str
+    seed: int
+    reward: str
+    final: dict[str, float]
+    history: list[dict[str, Any]]
+    epoch_times: list[float]
+    data: dict[str, int] = field(default_factory=dict)
+
+    @functools.cached_property
+    def values(self) -> dict[str, float]:
+        """The run's numbers for the tables (:func:`run_values`)."""
+        return run_values(self)
+
+
+def _gain_key(result: Result, reward: str) -> str:
+    return "policy_gain" if reward == result.reward else f"policy_gain_{reward}"
+
+
+def run_values(result: Result) -> dict[str, float]:
+    """The per-run numbers of ``runs.csv``: final metrics (in table units), rewards, same-batch
+    gains over random top-k (``gain_<reward>_run`` / ``_last``), entropy, data sizes."""
+    out: dict[str, float] = {}
+    for key, _, scale in METRICS:
+        if key in result.final:
+            out[key] = scale * result.final[key]
+    history = result.history
+    for key in {k for row in history for k in row if k.startswith("reward")}:
+        series = [row[key] for row in history if key in row]
+        out[f"{key}_run"] = sum(series) / len(series)
+        out[f"{key}_last"] = history[-1].get(key, float("nan"))
+    rewards = {k[len("reward_") :] for k in out if k.startswith("reward_") and k.endswith("_run")}
+    for reward in sorted({result.reward, *(r[: -len("_run")] for r in rewards)}):
+        key = _gain_key(result, reward)
+        series = [row[key] for row in history if key in row]
+        if series:
+            out[f"gain_{reward}_run"] = sum(series) / len(series)
+            out[f"gain_{reward}_last"] = series[-1]
+    last = history[-1]
+    if "policy_entropy_frac" in last:
+        out["entropy_frac_last"] = 100.0 * last["policy_entropy_frac"]
+        out["mean_q_last"] = last["mean_q"]
+        out["q_std_last"] = last["policy_q_std"]
+    out.update({k: float(v) for k, v in result.data.items()})
+    out["s_per_epoch"] = sum(result.epoch_times) / max(len(result.epoch_times), 1)
+    return out
+
+
+def job_config(cfg: Config, *, seed: int, out: Path, overrides: list[str] | None = None) -> Config:
+    """``cfg`` for one run: its seed, directory and the arm's overrides (validated)."""
+    return load_config({**cfg.to_dict(), "seed": seed, "out": str(out)}, overrides or [])
+
+
+def run_dir(out: Path, label: str, seed: int) -> Path:
+    return out / label.replace("[", "_").replace("]", "") / f"seed{seed}"
+
+
+def state_of(job: Job) -> str:
+    """``done`` (all epochs in ``metrics.json``), ``partial`` (a checkpoint to resume) or
+    ``new``."""
+    metrics = job.out / "metrics.json"
+    if metrics.is_file():
+        try:
+            saved = json.loads(metrics.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        same = all(saved.get(k) == v for k, v in (("policy", job.policy), ("seed", job.seed)))
+        if same and len(saved.get("epochs", [])) >= job.cfg.trainer.epochs:
+            return "done"
+    return "partial" if (job.out / "checkpoint.pt").is_file() else "new"
+
+
+def read_result(job: Job) -> Result:
+    """The :class:`Result` of a finished run, from its files."""
+    metrics = json.loads((job.out / "metrics.json").read_text())
+    timings = json.loads((job.out / "timings.json").read_text())["epoch_time_s"]
+    data = {k: int(metrics[k]) for k in ("train_images", "held_out_images") if k in metrics}
+    return Result(
+        job.label,
+        job.policy,
+        job.seed,
+        job.reward,
+        metrics["final"],
+        metrics["epochs"],
+        timings,
+        data,
+    )
+
+
+def run_job(job: Job, threads: int | None = None) -> Result:
+    """Run (or finish, or read back) one run in this process with ``threads`` torch threads."""
+    if state_of(job) == "done":
+        return read_result(job)
+    import torch
+
+    from rlmix.train import train_fixed
+    from rlmix.train_agent import train_agent
+
+    train = train_agent if job.policy == "agent" else train_fixed
+    resume = state_of(job) == "partial"
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        train(dataclasses.replace(job.cfg, policy=job.policy), resume=resume, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return read_result(job)
+
+
+def manifest(cfg: Config, arms: list[dict[str, Any]], seeds: list[int], reference: str) -> dict:
+    """What makes a study this study (written to ``study.json``)."""
+    config = {k: v for k, v in cfg.to_dict().items() if k != "out"}
+    return {"config": config, "arms": arms, "seeds": list(seeds), "reference": reference}
+
+
+def open_study(out: Path, study: dict[str, Any], *, resume: bool) -> bool:
+    """Check ``out`` against ``study`` and record it; True when ``out`` already held it.
+
+    Raises:
+        ConfigError: ``out`` holds a different study, or ``resume`` and it holds none.
+    """
+    path = out / MANIFEST
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"'{path}' is unreadable ({e}); remove it or use another --out"
+            ) from e
+        if saved != study:
+            raise ConfigError(
+                f"'{out}' holds a different study ({_difference(saved, study)}); use another "
+                "--out, or remove the directory to start over"
+            )
+        return True
+    if resume:
+        raise ConfigError(f"nothing to resume: '{out}' holds no study ({MANIFEST} is missing)")
+    atomic_write_json(path, study)
+    return False
+
+
+def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    for key in ("arms", "seeds", "reference"):
+        if saved.get(key) != now.get(key):
+            return f"{key}: {saved.get(key)!r} there, {now.get(key)!r} now"
+    from rlmix.checkpoints import config_difference
+
+    return config_difference(saved.get("config", {}), now.get("config", {})) or "format"
+
+
+__all__ = [
+    "MANIFEST",
+    "METRICS",
+    "AgentSpec",
+    "Job",
+    "Result",
+    "job_config",
+    "manifest",
+    "open_study",
+    "read_result",
+    "run_dir",
+    "run_job",
+    "run_values",
+    "state_of",
+]
