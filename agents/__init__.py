@@ -1,16 +1,21 @@
-"""The RL-Mix agent: the per-image SB3 policy, the epoch-aligned PPO, the frozen-agent policy and
-the callbacks of the one epoch loop."""
+"""The RL-Mix agent: the per-image SB3 policy, the epoch-aligned PPO, saving and loading without
+pickles, the frozen-agent policy, the drop-in :class:`AgentMix` and the callbacks of the one
+epoch loop."""
 
+from agents.agent_mix import AgentMix
 from agents.frozen import FrozenAgent
 from agents.policy import PerImagePolicy, SlotExtractor, logits_summary
-from agents.ppo import EpochPPO, load_agent, make_ppo
+from agents.ppo import EpochPPO, make_ppo
+from agents.serialize import load_policy, read_agent
 
 __all__ = [
+    "AgentMix",
     "EpochPPO",
     "FrozenAgent",
     "PerImagePolicy",
     "SlotExtractor",
-    "load_agent",
+    "load_policy",
     "logits_summary",
     "make_ppo",
+    "read_agent",
 ]

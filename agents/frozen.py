@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.ppo import load_agent
+from agents.serialize import load_policy
 from baselines.policies import FixedPolicy, register_policy
 from rlmix.errors import ConfigError
 
@@ -28,7 +28,7 @@ class FrozenAgent(FixedPolicy):
     Args:
         action_space: the slot action space ``Discrete(K)``; K must be the agent's.
         seed: unused (sampling uses torch's per-epoch global RNG).
-        path: the ``agent.zip`` (trusted files only: SB3 zips hold pickled objects).
+        path: the ``agent.zip`` (JSON settings and tensors; nothing in it is unpickled).
         deterministic: take the most likely top-k instead of sampling.
     """
 
@@ -48,16 +48,14 @@ class FrozenAgent(FixedPolicy):
                 "policy 'agent' applies a trained agent: set frozen_agent.path to an agent.zip "
                 "(python -m rlmix.train_agent writes one into its run directory)"
             )
-        model = load_agent(path)
-        if model.action_space.n != self.k:
+        self.policy, settings = load_policy(path)
+        k = settings["policy"]["k"]
+        if k != self.k:
             raise ConfigError(
-                f"agent file '{path}' chooses among K={model.action_space.n} top-k values; this "
-                f"run has mix.k={self.k}"
+                f"agent file '{path}' chooses among K={k} top-k values; this run has mix.k={self.k}"
             )
         self.path = path
-        self.grid = model.observation_space["saliency"].shape[-1]
-        self.policy = model.policy
-        self.policy.set_training_mode(False)
+        self.grid = settings["policy"]["obs_grid"]
         self.deterministic = deterministic
 
     def _distribution(self, obs: dict[str, np.ndarray]) -> torch.distributions.Categorical:

@@ -1,4 +1,5 @@
-"""Build, save and load the Stable-Baselines3 PPO agent that drives the image slots.
+"""Build the Stable-Baselines3 PPO agent that drives the image slots (saving and loading it
+without pickles: :mod:`agents.serialize`).
 
 The agent is SB3's PPO on :class:`envs.ImageSlotVecEnv` (``num_envs = B``): every image is one
 decision with its own reward, advantage and clipped probability ratio. :class:`EpochPPO` changes
@@ -15,9 +16,6 @@ critic's baseline, and GAE's lambda has no effect.
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import numpy as np
 import torch
 from stable_baselines3 import PPO
@@ -27,7 +25,6 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.policy import PerImagePolicy
 from rlmix.config import Config
-from rlmix.errors import ConfigError
 
 
 class EpochPPO(PPO):
@@ -81,42 +78,4 @@ def make_ppo(venv: VecEnv, cfg: Config, *, device: str = "cpu") -> EpochPPO:
     )
 
 
-def agent_to_bytes(model: PPO) -> torch.Tensor:
-    """The agent's SB3 zip file as a uint8 tensor (so it fits a weights-only checkpoint)."""
-    buf = io.BytesIO()
-    model.save(buf)
-    return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
-
-
-def agent_from_bytes(data: torch.Tensor, venv: VecEnv, *, device: str = "cpu") -> EpochPPO:
-    """Rebuild the agent from :func:`agent_to_bytes` output, attached to ``venv``.
-
-    SB3 agent files contain pickled Python objects: load only files you trust.
-    """
-    return EpochPPO.load(io.BytesIO(data.numpy().tobytes()), env=venv, device=device)
-
-
-def load_agent(path: str | Path, *, device: str = "cpu") -> PPO:
-    """Load an exported ``agent.zip`` (trusted files only: SB3 zips hold pickled objects)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"agent file '{path}' does not exist")
-    try:
-        model = PPO.load(path, device=device)
-    except Exception as e:  # SB3 raises many types for foreign or truncated files
-        raise ConfigError(f"agent file '{path}' could not be loaded: {e}") from e
-    if not isinstance(model.policy, PerImagePolicy):
-        raise ConfigError(
-            f"agent file '{path}' holds a {type(model.policy).__name__}, not an rlmix "
-            "PerImagePolicy; was it written by rlmix.train_agent?"
-        )
-    return model
-
-
-__all__ = [
-    "EpochPPO",
-    "agent_from_bytes",
-    "agent_to_bytes",
-    "load_agent",
-    "make_ppo",
-]
+__all__ = ["EpochPPO", "make_ppo"]

@@ -4,8 +4,8 @@ Every file rlmix writes (checkpoints, metrics, configs, tables) goes through a t
 the same directory followed by ``os.replace``, so a run killed mid-write leaves the previous file
 intact. Checkpoints load with ``torch.load(..., weights_only=True)`` and are refused when their
 format, rlmix version (major.minor) or config differ from the running ones. An RL-Mix checkpoint
-also holds the agent as a Stable-Baselines3 zip, which unpickles when resumed: resume only
-checkpoints you trust.
+holds the agent as JSON settings and tensors too (:mod:`agents.serialize`): nothing in a
+checkpoint is unpickled.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import torch
 from rlmix import __version__
 from rlmix.errors import ConfigError, RlmixError
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the agent as JSON settings and tensors (1: an SB3 zip's bytes)
+READABLE_FORMATS = (1, 2)  # a format-1 agent is refused where it would be unpickled
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -127,7 +128,7 @@ def load_checkpoint(path: str | os.PathLike, *, config: dict[str, Any] | None = 
         ) from e
     if not isinstance(state, dict) or "format" not in state or "rlmix_version" not in state:
         raise ConfigError(f"checkpoint '{path}' has an unknown format; was it written by rlmix?")
-    if state["format"] != CHECKPOINT_FORMAT:
+    if state["format"] not in READABLE_FORMATS:
         raise ConfigError(
             f"checkpoint '{path}' has format {state['format']!r}, this rlmix {__version__} reads "
             f"format {CHECKPOINT_FORMAT}"

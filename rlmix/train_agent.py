@@ -9,7 +9,8 @@
 One env episode is one classifier epoch; PPO learns online, one decision per image
 (:class:`envs.ImageSlotVecEnv`, :mod:`agents.ppo`). The run directory gets ``config.yaml``,
 ``checkpoint.pt`` (classifier, optimiser, schedule and agent together, atomic, at epoch
-boundaries), ``agent.zip`` (the agent alone: ``PPO.load``, or ``rlmix.train --policy agent``),
+boundaries), ``agent.zip`` (the agent alone, as JSON settings and tensors: ``rlmix.train --policy
+agent``, :class:`agents.AgentMix`; nothing in either file is unpickled, :mod:`agents.serialize`),
 ``metrics.json`` (with the per-epoch policy diagnostics), ``timings.json``, ``accuracy.png`` and
 TensorBoard logs under ``tb/`` (``step/``, ``epoch/``, ``policy/``, ``test/``, and PPO's
 ``train/``: approx_kl, clip_fraction, entropy_loss...).
@@ -21,9 +22,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from agents.ppo import agent_from_bytes, agent_to_bytes, make_ppo
+from agents.ppo import make_ppo
+from agents.serialize import agent_state, restore_ppo, write_agent
 from envs.rewards import get_reward
-from rlmix.checkpoints import atomic_write
 from rlmix.cli import ArgumentParser, run_main, training_parser
 from rlmix.config import Config
 from rlmix.errors import ConfigError
@@ -88,26 +89,30 @@ def train_agent(
     )
     if not run.is_main:
         return run.follow()
+    model = make_ppo(run.venv, cfg)
     if run.resumed:
-        try:
-            model = agent_from_bytes(run.state["agent"], run.venv)
-        except Exception as e:  # SB3 raises many types for damaged zips
-            raise ConfigError(
-                f"checkpoint '{run.out / 'checkpoint.pt'}' holds no usable agent "
-                f"({type(e).__name__}: {e}); was it written by rlmix.train_agent?"
-            ) from e
-    else:
-        model = make_ppo(run.venv, cfg)
+        restore_ppo(model, _agent_entry(run), f"checkpoint '{run.out / 'checkpoint.pt'}'")
     model.set_logger(run.log.sb3_logger())
     return run.drive(
         model,
         label="RL-Mix",
-        payload=lambda: {"agent": agent_to_bytes(model)},
-        on_save=lambda state: atomic_write(  # the payload's zip: the agent serialised once
-            run.out / "agent.zip", lambda f: f.write(state["agent"].numpy().tobytes())
-        ),
+        payload=lambda: {"agent": agent_state(model)},
+        on_save=lambda state: write_agent(run.out / "agent.zip", state["agent"]),
         stop_after=stop_after,
     )
+
+
+def _agent_entry(run: Run) -> dict[str, Any]:
+    """The checkpoint's agent; an rlmix 0.1 checkpoint (a pickled SB3 zip inside) is refused."""
+    entry = run.state.get("agent")
+    if not isinstance(entry, dict):
+        path = run.out / "checkpoint.pt"
+        raise ConfigError(
+            f"checkpoint '{path}' holds its agent as a Stable-Baselines3 zip, which runs code "
+            f"when loaded; if you trust it, convert it once with: python -m agents.convert "
+            f"{path} --trust"
+        )
+    return entry
 
 
 def main(argv: Sequence[str] | None = None) -> int:

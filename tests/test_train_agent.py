@@ -3,9 +3,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from stable_baselines3 import PPO
 
+from agents import load_policy, make_ppo
+from agents.serialize import restore_ppo
+from envs import ImageSlotVecEnv, MixupEnv
 from envs.spaces import CONTEXT
+from rlmix.checkpoints import load_checkpoint
 from rlmix.compare import main as compare_main
 from rlmix.errors import ConfigError
 from rlmix.train import train_fixed
@@ -32,13 +35,14 @@ def test_train_agent_end_to_end(tiny_cli_args, tmp_path, capsys):
         )
         assert sum(row["q_hist"]) == 8 * 50  # one top-k per image and step
     assert (out / "accuracy.png").stat().st_size > 1000
-    agent = PPO.load(out / "agent.zip")  # loads with no custom code at the call site
+    policy, settings = load_policy(out / "agent.zip")  # JSON and tensors: nothing unpickled
+    assert settings["progress"]["num_timesteps"] == 2 * 8 * 50
     obs = {
-        "saliency": np.full((50, 8, 8), 1 / 64, np.float32),
-        "logits": np.zeros((50, 10), np.float32),
-        "context": np.full((50, len(CONTEXT)), 0.5, np.float32),
+        "saliency": torch.full((50, 8, 8), 1 / 64),
+        "logits": torch.zeros(50, 10),
+        "context": torch.full((50, len(CONTEXT)), 0.5),
     }
-    action, _ = agent.predict(obs, deterministic=True)
+    action = policy.action_probs(obs).argmax(1)
     assert action.shape == (50,) and action.max() < 10
     events = list((out / "tb").glob("events.out.tfevents.*"))
     assert len(events) == 1  # one writer per run: SB3's train/ scalars go through it
@@ -102,11 +106,19 @@ def test_resume_with_a_damaged_agent_is_one_error(tiny_config, tmp_path):
     cfg = tiny_config(out=str(tmp_path / "run"))
     train_agent(cfg, progress=False, stop_after=1)
     path = tmp_path / "run" / "checkpoint.pt"
-    state = torch.load(path, weights_only=True)
-    state["agent"] = torch.zeros(64, dtype=torch.uint8)  # not a zip
-    torch.save(state, path)
-    with pytest.raises(ConfigError, match=r"checkpoint '.*checkpoint.pt' holds no usable agent"):
-        train_agent(cfg, resume=True, progress=False)
+    good = torch.load(path, weights_only=True)
+    damaged = [
+        ({"settings": "{not json"}, r"checkpoint '.*checkpoint.pt': its agent settings are not"),
+        ({"policy": {}}, r"checkpoint '.*checkpoint.pt': its agent weights do not fit this agent"),
+        (
+            {"settings": good["agent"]["settings"].replace('"hidden": 64', '"hidden": 32')},
+            r"the agent's policy setting 'hidden' is 32, the run's is 64",
+        ),
+    ]
+    for change, message in damaged:
+        torch.save({**good, "agent": {**good["agent"], **change}}, path)
+        with pytest.raises(ConfigError, match=message):
+            train_agent(cfg, resume=True, progress=False)
 
 
 def test_resuming_a_finished_run_says_so(tiny_config, tmp_path):
@@ -126,7 +138,8 @@ def test_frozen_agent_reuses_a_trained_policy(tiny_config, tmp_path):
     cfg = tiny_config(out=str(tmp_path / "learn"), eval_fgsm=False, epochs=1)
     train_agent(cfg, progress=False)
     path = str(tmp_path / "learn" / "agent.zip")
-    learned = PPO.load(path)
+    learned = make_ppo(ImageSlotVecEnv(MixupEnv(cfg)), cfg)  # the trained agent, rebuilt
+    restore_ppo(learned, load_checkpoint(tmp_path / "learn" / "checkpoint.pt")["agent"], "ckpt")
     frozen = make_policy("agent", spaces.Discrete(10), path=path, deterministic=True)
     rng = np.random.default_rng(0)
     obs = {
@@ -167,7 +180,7 @@ def test_frozen_agent_errors(tiny_config, tmp_path):
             progress=False,
         )
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
-    with pytest.raises(ConfigError, match=r"agent file '.*bad.zip' could not be loaded"):
+    with pytest.raises(ConfigError, match=r"agent file '.*bad.zip' is corrupt or not an rlmix"):
         train_fixed(
             tiny_config(policy="agent", **{"frozen_agent.path": str(tmp_path / "bad.zip")}),
             progress=False,
@@ -183,7 +196,8 @@ def test_compare_writes_tables_and_plots(tiny_cli_args, tmp_path):
     table = (out / "results.md").read_text()
     for name in ("agent", "rmix", "vanilla", "top-1 (%)", "ECE (%)", "FGSM err (%)", "s / epoch"):
         assert name in table
-    assert "Δ top1 vs rmix [95 % CI]" in table and "Agent vs rmix on the agent's reward" in table
+    assert "Δ top1 vs rmix [95 % CI]" in table and "gain vs random on grad_cosine" in table
+    assert "### Agents: same-batch gain over random top-k" in table
     runs = (out / "runs.csv").read_text().splitlines()
     assert runs[0].startswith("policy,seed,") and len(runs) == 1 + 3 * 2
     summary = (out / "summary.csv").read_text().splitlines()
@@ -192,6 +206,7 @@ def test_compare_writes_tables_and_plots(tiny_cli_args, tmp_path):
     assert (out / "rmix" / "seed1" / "metrics.json").is_file()
     rmix = json.loads((out / "rmix" / "seed1" / "metrics.json").read_text())
     assert "reward_grad_cosine" in rmix["final"]  # the reference scored on the agent's reward
+    assert "policy_gain_grad_cosine" in rmix["final"]  # ... and on its same-batch counterfactual
 
 
 def test_compare_unknown_policy(tiny_config, tmp_path, capsys):
