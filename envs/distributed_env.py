@@ -154,16 +154,19 @@ class DistributedMixupEnv(gym.Env[ObsType, ActType]):
 def follow(env: MixupEnv) -> int:
     """On ranks > 0: mirror rank 0's resets and steps until it closes; return its exit status.
 
-    An :class:`rlmix.errors.RlmixError` (a non-finite loss, say) is decided collectively, so
-    rank 0 raises it at the same step and reports it; this rank then waits for rank 0's stop.
-    Any other exception ends the process, and torchrun then stops the other ranks.
+    An :class:`rlmix.errors.RlmixError` (a non-finite loss, a reward that raised on any rank, a
+    bad batch) is decided collectively, so every rank raises it at the same step; this rank
+    waits for rank 0's stop and then raises it too, so every rank reports the same line. Any
+    other exception ends the process, and torchrun then stops the other ranks.
     """
-    failed = False
+    failed: RlmixError | None = None
     while True:
         op, arg = distributed.broadcast_ints(None, 2)
         if op == STOP:
+            if failed is not None:  # every rank reports the error that stopped them all
+                raise failed
             return arg
-        if failed:
+        if failed is not None:
             raise RuntimeError(f"rank 0 sent op {op} after a collective error")
         try:
             if op == RESET:
@@ -173,8 +176,8 @@ def follow(env: MixupEnv) -> int:
                 _exchange_step(env, None)
             else:
                 raise RuntimeError(f"unknown op {op} from rank 0")
-        except RlmixError:
-            failed = True
+        except RlmixError as e:
+            failed = e
 
 
 __all__ = ["DistributedMixupEnv", "follow"]

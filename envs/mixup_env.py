@@ -182,7 +182,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         t, r = self.trainer, self.reward_fn
         action_t = torch.as_tensor(check_action(action, self.action_space))
         q = self.topk_space[action_t]
-        x_mix, y_mix, params = t.mix(self._batch, q)
+        x_mix, y_mix, params = distributed.together(lambda: t.mix(self._batch, q))
         state = self._state_inputs()
         teacher = t.teacher_probs(x_mix) if self.needs_teacher else None
         cf_inputs = None
@@ -314,17 +314,23 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         return bool(every and self.counterfactual_rewards and self.trainer.global_step % every == 0)
 
     def _score(self, reward: Reward, inputs: RewardInputs) -> np.ndarray:
-        """The per-image values of ``reward``; a non-finite one (on any rank) stops the run."""
-        values = reward(inputs)
-        if not distributed.all_true(bool(np.isfinite(values).all())):
-            t = self.trainer
-            bad = values[~np.isfinite(values)]
-            what = " on the counterfactual mix" if inputs.counterfactual else ""
-            raise RlmixError(
-                f"reward '{reward.name}' is "
-                f"{bad[0] if bad.size else 'not finite on another rank'}{what} at epoch "
-                f"{t.epoch + 1}, step {t.step_in_epoch}; stopping"
-            )
+        """The per-image values of ``reward``; a reward that raises or is not finite on any rank
+        stops every rank with the same error."""
+        values, problem = np.zeros(0), None
+        try:
+            values = reward(inputs)
+        except RlmixError as e:
+            problem = e
+        else:
+            if not np.isfinite(values).all():
+                t = self.trainer
+                step = t.step_in_epoch + (1 if inputs.counterfactual else 0)
+                what = " on the counterfactual mix" if inputs.counterfactual else ""
+                problem = (
+                    f"reward '{reward.name}' is {values[~np.isfinite(values)][0]}{what} at "
+                    f"epoch {t.epoch + 1}, step {step}; stopping"
+                )
+        distributed.agree(problem)
         return values
 
     def _observation(self, batch: Batch) -> ObsType:

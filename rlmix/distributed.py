@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from rlmix.errors import ConfigError
+from rlmix.errors import ConfigError, RlmixError
 
 T = TypeVar("T")
 
@@ -120,6 +120,52 @@ def all_true(flag: bool) -> bool:
     return bool(buf.item() == 0.0)
 
 
+class RankError(RlmixError):
+    """The same error on every rank: one rank failed where the others would have waited."""
+
+
+def agree(error: BaseException | str | None) -> None:
+    """Let every rank know whether any failed (one collective); if one did, every rank raises
+    the same :class:`RankError` (the lowest failing rank's message and exit code).
+
+    Call it where a rank can fail alone (its batch, its reward) before the next collective, so
+    that no rank is left waiting in that collective. Single-process: ``error`` is raised as is.
+    """
+    d = current()
+    if not d.enabled:
+        if isinstance(error, BaseException):
+            raise error
+        if error is not None:
+            raise RlmixError(error)
+        return
+    mine = None
+    if error is not None:
+        code = getattr(error, "exit_code", 1)
+        text = error if isinstance(error, str) else _describe(error)
+        mine = (text, code)
+    failures = [(r, f) for r, f in enumerate(all_gather_objects(mine)) if f is not None]
+    if failures:
+        rank, (text, code) = failures[0]
+        err = RankError(f"rank {rank}: {text}")
+        err.exit_code = code
+        raise err from (error if isinstance(error, BaseException) else None)
+
+
+def together(fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank, failing on every rank if it fails on any (:func:`agree`)."""
+    try:
+        result = fn()
+    except Exception as e:  # re-raised (single process) or agreed on below
+        agree(e)
+        raise  # unreachable: agree raises
+    agree(None)
+    return result
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) if isinstance(error, RlmixError) else f"{type(error).__name__}: {error}"
+
+
 def broadcast_ints(values: list[int] | None, n: int) -> list[int]:
     """Rank 0 sends ``n`` integers; every rank returns them."""
     d = current()
@@ -203,6 +249,8 @@ def scatter_interleaved(
 
 __all__ = [
     "Dist",
+    "RankError",
+    "agree",
     "all_gather_objects",
     "all_reduce_mean",
     "all_true",
@@ -215,4 +263,5 @@ __all__ = [
     "scatter_interleaved",
     "setup",
     "teardown",
+    "together",
 ]

@@ -243,6 +243,15 @@ class Trainer:
         """Fetch the next training batch; with ``saliency`` also its saliency and clean logits."""
         if self._batches is None:
             raise RlmixError("call begin_epoch() before observe()")
+        batch = distributed.together(lambda: self._next_batch(saliency))
+        if saliency:
+            for name, t in (("saliency", batch.saliency), ("logits", batch.logits)):
+                if not distributed.all_true(bool(torch.isfinite(t).all())):
+                    self.check_weights()
+                    raise RlmixError(self._where(f"the observation's {name} is not finite"))
+        return batch
+
+    def _next_batch(self, saliency: bool) -> Batch:
         x, labels = next(self._batches)
         y = one_hot(labels, self.info.num_classes, dtype=x.dtype)
         batch = Batch(x=x, y=y, labels=labels)
@@ -250,10 +259,6 @@ class Trainer:
             with self._autocast():
                 sal, logits = input_saliency(self.model, x, labels, mode=self.cfg.mix.saliency_mode)
             batch.saliency, batch.logits = sal.float(), logits.float()
-            for name, t in (("saliency", batch.saliency), ("logits", batch.logits)):
-                if not distributed.all_true(bool(torch.isfinite(t).all())):
-                    self.check_weights()
-                    raise RlmixError(self._where(f"the observation's {name} is not finite"))
         return batch
 
     def check_weights(self) -> None:

@@ -2,7 +2,8 @@
 
 Not a test module: pytest does not collect it. The tests that use these rewards, and assert
 the one-line error each must produce, are in ``tests/test_reliability.py`` (the
-``tests.reward_fixtures:`` cases of its bad-input table, and the reward that fails in epoch 2).
+``tests.reward_fixtures:`` cases of its bad-input table, and the reward that fails in epoch 2)
+and ``tests/test_distributed.py`` (the reward that fails on one rank only).
 """
 
 import torch
@@ -33,4 +34,14 @@ def fails_in_epoch_2(inputs):
     CALLS["n"] += 0 if inputs.counterfactual else 1
     if CALLS["n"] > 8:
         raise RuntimeError("the reward server went away")
+    return 0.0
+
+
+def fails_on_rank_1(inputs):
+    """Raises on torchrun rank 1 only, from its second step on (rank 0 would wait for it)."""
+    import torch.distributed as dist
+
+    CALLS["n"] += 0 if inputs.counterfactual else 1
+    if dist.is_initialized() and dist.get_rank() == 1 and CALLS["n"] > 1:
+        raise RuntimeError("rank 1's reward server went away")
     return 0.0
