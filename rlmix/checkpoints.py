@@ -153,14 +153,14 @@ def load_checkpoint(path: str | os.PathLike, *, config: dict[str, Any] | None = 
 _RESUMABLE_KEYS = {"out"}
 
 
-def config_difference(saved: dict, current: dict) -> str:
+def config_difference(saved: dict, current: dict, *, there: str = "in the checkpoint") -> str:
     """Describe the first differing key between two config dicts, ignoring resumable keys."""
     flat_a, flat_b = _flatten(saved), _flatten(current)
     for key in sorted(set(flat_a) | set(flat_b)):
         if key in _RESUMABLE_KEYS:
             continue
         if flat_a.get(key) != flat_b.get(key):
-            return f"{key}: {flat_a.get(key)!r} in the checkpoint, {flat_b.get(key)!r} now"
+            return f"{key}: {flat_a.get(key)!r} {there}, {flat_b.get(key)!r} now"
     return ""
 
 

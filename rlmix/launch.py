@@ -52,14 +52,21 @@ def _devices(jobs: int) -> list[str | None]:
     return [f"cuda:{i % n}" for i in range(jobs)] if n > 1 else [None] * jobs
 
 
-def _stopped(stop: StopFlag, done: int, total: int) -> Interrupted:
-    name = signal.Signals(stop.signum).name if stop.signum else "a signal"
+def _stopped(signum: int | None, done: int, total: int) -> Interrupted:
+    signum = signum or signal.SIGINT
     err = Interrupted(
-        f"study stopped by {name}: {done} of {total} runs finished; the others keep their last "
-        "checkpoint: run the same command again to continue"
+        f"study stopped by {signal.Signals(signum).name}: {done} of {total} runs finished; the "
+        "others keep their last checkpoint: run the same command again to continue"
     )
-    err.exit_code = 130 if stop.signum in (None, signal.SIGINT) else 128 + stop.signum
+    err.exit_code = 130 if signum == signal.SIGINT else 128 + signum
     return err
+
+
+def _signum(stop: StopFlag, error: Interrupted | None = None) -> int | None:
+    """The signal that stopped the study: ours, or the one a run stopped by (its exit code)."""
+    if stop.signum is not None:
+        return stop.signum
+    return None if error is None else error.exit_code - 128
 
 
 def run_jobs(
@@ -103,11 +110,11 @@ def _in_process(jobs, threads, stop: StopFlag, report) -> list[Result]:
     results: list[Result] = []
     for job in jobs:
         if stop.stopped:
-            raise _stopped(stop, len(results), len(jobs))
+            raise _stopped(stop.signum, len(results), len(jobs))
         try:
             results.append(run_job(job, threads))
-        except Interrupted:
-            raise _stopped(stop, len(results), len(jobs)) from None
+        except Interrupted as e:
+            raise _stopped(_signum(stop, e), len(results), len(jobs)) from None
         report(results[-1])
     return results
 
@@ -124,7 +131,7 @@ def _pool(jobs, n_jobs: int, threads, stop: StopFlag, report) -> list[Result]:
     threads = threads or max(1, (os.cpu_count() or 1) // n_jobs)
     devices = _devices(n_jobs)
     results: list[Result] = []
-    interrupted = False
+    interrupted: Interrupted | None = None
     context = get_context("spawn")
     with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_worker_init) as pool:
         pending: set[Future] = {
@@ -137,8 +144,8 @@ def _pool(jobs, n_jobs: int, threads, stop: StopFlag, report) -> list[Result]:
             for future in done:
                 try:
                     results.append(future.result())
-                except Interrupted:
-                    interrupted = True
+                except Interrupted as e:
+                    interrupted = e
                     continue
                 report(results[-1])
             if stop.stopped and not forwarded:
@@ -149,8 +156,8 @@ def _pool(jobs, n_jobs: int, threads, stop: StopFlag, report) -> list[Result]:
                     if stop.signum is not None and child.pid is not None:
                         os.kill(child.pid, stop.signum)
             pending = {f for f in pending if not f.cancelled()}
-    if stop.stopped or interrupted:
-        raise _stopped(stop, len(results), len(jobs))
+    if stop.stopped or interrupted is not None:
+        raise _stopped(_signum(stop, interrupted), len(results), len(jobs))
     return results
 
 
@@ -189,7 +196,7 @@ def _ray(jobs, threads: int, address: str | None, stop: StopFlag, report) -> lis
             if stop.stopped:
                 for ref in pending:
                     ray.cancel(ref, force=False)
-                raise _stopped(stop, len(results), len(jobs))
+                raise _stopped(stop.signum, len(results), len(jobs))
             ready, pending = ray.wait(pending, num_returns=1, timeout=_POLL_S)
             for ref in ready:
                 try:

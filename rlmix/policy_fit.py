@@ -81,7 +81,8 @@ def fit_mlp(
     r_val: torch.Tensor,
     *,
     hidden: int = 64,
-    epochs: int = 150,
+    epochs: int = 100,
+    batch_size: int = 512,
     seed: int = 0,
 ):
     """A 2-hidden-layer tanh MLP (the agent's policy size) regressing ``y`` on ``x``, with the
@@ -96,15 +97,15 @@ def fit_mlp(
         torch.nn.Linear(hidden, hidden),
         torch.nn.Tanh(),
         torch.nn.Linear(hidden, y.shape[1]),
-    ).double()
+    )
     torch.random.set_rng_state(torch_state)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    xs, xv = norm(x), norm(x_val)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4, foreach=True)
+    xs, xv, y = norm(x).float(), norm(x_val).float(), y.float()
     best, best_state = -float("inf"), None
     for epoch in range(epochs):
         order = torch.randperm(x.shape[0], generator=gen)
-        for start in range(0, x.shape[0], 256):
-            idx = order[start : start + 256]
+        for start in range(0, x.shape[0], batch_size):
+            idx = order[start : start + batch_size]
             opt.zero_grad()
             torch.nn.functional.mse_loss(net(xs[idx]), y[idx]).backward()
             opt.step()
@@ -117,7 +118,7 @@ def fit_mlp(
 
     def predict(z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return net(norm(z))
+            return net(norm(z).float()).double()
 
     return predict
 

@@ -117,7 +117,7 @@ def run_values(result: Result) -> dict[str, float]:
         out[f"{key}_run"] = sum(series) / len(series)
         out[f"{key}_last"] = history[-1].get(key, float("nan"))
     rewards = {k[len("reward_") :] for k in out if k.startswith("reward_") and k.endswith("_run")}
-    for reward in sorted({result.reward, *(r[: -len("_run")] for r in rewards)}):
+    for reward in sorted({result.reward, *(r[: -len("_run")] for r in rewards)} - {"none"}):
         key = _gain_key(result, reward)
         series = [row[key] for row in history if key in row]
         if series:
@@ -232,7 +232,9 @@ def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
             return f"{key}: {saved.get(key)!r} there, {now.get(key)!r} now"
     from rlmix.checkpoints import config_difference
 
-    return config_difference(saved.get("config", {}), now.get("config", {})) or "format"
+    return (
+        config_difference(saved.get("config", {}), now.get("config", {}), there="there") or "format"
+    )
 
 
 __all__ = [

@@ -3,7 +3,8 @@
 Not a test module: pytest does not collect it. The tests that use these rewards, and assert
 the one-line error each must produce, are in ``tests/test_reliability.py`` (the
 ``tests.reward_fixtures:`` cases of its bad-input table, and the reward that fails in epoch 2)
-and ``tests/test_distributed.py`` (the reward that fails on one rank only).
+``tests/test_distributed.py`` (the reward that fails on one rank only) and
+``tests/test_launch.py`` (the worker that dies once).
 """
 
 import torch
@@ -44,4 +45,17 @@ def fails_on_rank_1(inputs):
     CALLS["n"] += 0 if inputs.counterfactual else 1
     if dist.is_initialized() and dist.get_rank() == 1 and CALLS["n"] > 1:
         raise RuntimeError("rank 1's reward server went away")
+    return 0.0
+
+
+def crash_once(inputs):
+    """Kills its process once, in the second epoch (step 10), where $RLMIX_CRASH_MARKER does
+    not exist yet: a worker that dies mid-run, for the retry tests (``tests/test_launch.py``)."""
+    import os
+
+    CALLS["n"] += 0 if inputs.counterfactual else 1
+    marker = os.environ.get("RLMIX_CRASH_MARKER")
+    if marker and CALLS["n"] == 10 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
     return 0.0

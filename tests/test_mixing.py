@@ -569,3 +569,26 @@ def test_helper_validation():
         topk_masks(torch.rand(1, 4, 4), torch.tensor([0.5]), 6)
     with pytest.raises(ValueError, match=r"lam must be in \[0, 1\]"):
         cutmix_box(8, 8, 1.5)
+
+
+def test_rmix_q_partner_holds_the_partners_threshold():
+    """q_partner = q is R-Mix itself; otherwise each image keeps its own mask at q and meets its
+    partner's mask thresholded at q_partner (one image's top-k varied, its partner's held)."""
+    g = torch.Generator().manual_seed(0)
+    b = 6
+    x = torch.rand(b, 3, 8, 8, generator=g)
+    y = torch.nn.functional.one_hot(torch.arange(b) % 3, 3).float()
+    pooled = pool_saliency(torch.rand(b, 8, 8, generator=g), 4)
+    perm = torch.randperm(b, generator=g)
+    q = torch.rand(b, generator=g) * 0.99
+    same = rmix(x, y, pooled, q, 0.3, perm, q_partner=q)
+    torch.testing.assert_close(same, rmix(x, y, pooled, q, 0.3, perm), rtol=0, atol=0)
+    q_partner = torch.rand(b, generator=g) * 0.99
+    mask, partner, inter = rmix_masks(pooled, q, perm, q_partner)
+    torch.testing.assert_close(mask, topk_masks(pooled, q), rtol=0, atol=0)
+    torch.testing.assert_close(partner, topk_masks(pooled, q_partner)[perm], rtol=0, atol=0)
+    assert torch.equal(inter, mask == partner)
+    _, y_mix = rmix(x, y, pooled, q, 0.3, perm, q_partner=q_partner)
+    torch.testing.assert_close(y_mix.sum(1), torch.ones(b))  # label rows sum to 1
+    with pytest.raises(ValueError, match=r"every q must be in \[0, 1\)"):
+        rmix(x, y, pooled, q, 0.3, perm, q_partner=torch.full((b,), 1.0))
