@@ -1,4 +1,5 @@
-"""Environment epochs: vanilla vs R-Mix (random top-k) vs RL-Mix (PPO agent), same config.
+"""Environment epochs: vanilla vs R-Mix (random top-k) vs RL-Mix (PPO agent), same config, and
+what the same-batch counterfactual adds to an RL-Mix epoch.
 
     python -m benchmarks.bench_env                                 # resnet_tiny, preactresnet18:2
     python -m benchmarks.bench_env --models resnet_tiny --repeats 5
@@ -9,7 +10,12 @@ Every variant drives its own :class:`envs.MixupEnv` built from the embedded defa
 
 - vanilla: policy ``vanilla`` with ``env.reward=none`` (plain training: no saliency pass);
 - rmix: policy ``rmix`` (R-Mix, uniformly random top-k) with the config's reward;
-- rlmix: the PPO agent, its rollouts and the PPO updates that follow them.
+- rlmix: the PPO agent, its rollouts and the PPO updates that follow them, without the
+  same-batch counterfactual (``env.counterfactual_every=0``), and rlmix_cf with it every step:
+  the config's reward (``grad_cosine``, a gradient reward: the counterfactual adds a forward and
+  input-gradient pass);
+- rlmix_fwd / rlmix_fwd_cf: the same with the forward-only reward ``val_grad_align`` (a
+  held-out split of one batch; the counterfactual adds one forward).
 
 Each epoch is one ``learn`` call of one epoch of decisions on the image-slot env
 (:func:`benchmarks.common.epoch_runner`: :class:`baselines.PolicyRunner` for the fixed policies,
@@ -20,7 +26,9 @@ to N batches, evaluation is off, and the agent's rollout is those N steps (``age
 so its PPO update is amortised over N steps only, a pessimistic share. Figures are medians: seconds per epoch and
 milliseconds per step (epoch time / steps), alternating the variants within every repeat.
 
-Target: RL-Mix epoch <= 1.15x R-Mix epoch (the paper reports 2.0x), for every model.
+Targets: RL-Mix epoch <= 1.15x R-Mix epoch (the paper reports 2.0x), for every model; the
+counterfactual at every step <= 20 % of an RL-Mix epoch with a forward-only reward and <= 40 %
+with a gradient reward.
 """
 
 from __future__ import annotations
@@ -55,7 +63,9 @@ from rlmix.models import list_models
 
 NAME = "env"
 RLMIX_LIMIT = 1.15  # RL-Mix epoch / R-Mix epoch
-VARIANTS = ("vanilla", "rmix", "rlmix")
+CF_LIMITS = {"rlmix": 0.40, "rlmix_fwd": 0.20}  # the counterfactual's share of an RL-Mix epoch
+VARIANTS = ("vanilla", "rmix", "rlmix", "rlmix_cf", "rlmix_fwd", "rlmix_fwd_cf")
+FORWARD_REWARD = "val_grad_align"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,10 +144,34 @@ def base_config(
     return load_config(None, overrides)
 
 
+def _variant_configs(cfg: Config) -> dict[str, tuple[str, Config]]:
+    """variant -> (what runs it, its config). The forward-reward variants hold one batch out of
+    a training split grown by one batch, so that every variant has the same steps."""
+    b = cfg.trainer.batch_size
+    options = dict(cfg.data.options)
+    if "train_size" in options:
+        options["train_size"] += b
+    fwd = {"env.reward": FORWARD_REWARD, "data.val_size": b, "data.options": options}
+    return {
+        "vanilla": ("vanilla", cfg),
+        "rmix": ("rmix", cfg),
+        "rlmix": ("rlmix", load_config(cfg.to_dict(), {"env.counterfactual_every": 0})),
+        "rlmix_cf": ("rlmix", load_config(cfg.to_dict(), {"env.counterfactual_every": 1})),
+        "rlmix_fwd": ("rlmix", load_config(cfg.to_dict(), {**fwd, "env.counterfactual_every": 0})),
+        "rlmix_fwd_cf": (
+            "rlmix",
+            load_config(cfg.to_dict(), {**fwd, "env.counterfactual_every": 1}),
+        ),
+    }
+
+
 def make_runners(cfg: Config) -> tuple[dict[str, Callable[[], object]], dict[str, Any]]:
     """One epoch-running function per variant, each with its own env; and shared facts."""
-    runners = {name: epoch_runner(name, cfg)[0] for name in ("vanilla", "rmix")}
-    runners["rlmix"], model = epoch_runner("rlmix", cfg)
+    runners, model = {}, None
+    for name, (kind, variant_cfg) in _variant_configs(cfg).items():
+        runners[name], algo = epoch_runner(kind, variant_cfg)
+        if name == "rlmix":
+            model = algo
     update_s: list[float] = []
     train = model.train
 
@@ -182,6 +216,8 @@ def bench_model(
         **{f"{k}_ms_per_step": 1e3 * v / steps for k, v in med.items()},
         "ppo_update_s": update_s,
         "rlmix_ratio": med["rlmix"] / med["rmix"],
+        "cf_share": med["rlmix_cf"] / med["rlmix"] - 1.0,
+        "cf_share_fwd": med["rlmix_fwd_cf"] / med["rlmix_fwd"] - 1.0,
         "vanilla_ratio": med["vanilla"] / med["rmix"],
         "rmix_over_vanilla": med["rmix"] / med["vanilla"],
         "spread": {k: spread(v) for k, v in samples_ms.items()},
@@ -199,6 +235,7 @@ HEADERS = (
     "PPO update s",
     "rlmix/rmix",
     "rmix/van",
+    "counterfactual: grad / fwd reward",
 )
 
 
@@ -210,20 +247,39 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
             f"{r['vanilla_s']:.2f}",
             f"{r['rmix_s']:.2f}",
             f"{r['rlmix_s']:.2f}",
-            " / ".join(f"{r[f'{k}_ms_per_step']:.0f}" for k in VARIANTS),
+            " / ".join(f"{r[f'{k}_ms_per_step']:.0f}" for k in VARIANTS[:3]),
             f"{r['ppo_update_s']:.3f}",
             f"{r['rlmix_ratio']:.3f}x",
             f"{r['rmix_over_vanilla']:.2f}x",
+            f"{100 * r['cf_share']:+.1f} % / {100 * r['cf_share_fwd']:+.1f} %",
         ]
         for r in rows
     ]
 
 
 def targets_for(rows: list[dict]) -> list[Target]:
-    return [
-        Target(f"RL-Mix epoch / R-Mix epoch, {r['model']}", r["rlmix_ratio"], RLMIX_LIMIT)
-        for r in rows
-    ]
+    out = []
+    for r in rows:
+        out.append(
+            Target(f"RL-Mix epoch / R-Mix epoch, {r['model']}", r["rlmix_ratio"], RLMIX_LIMIT)
+        )
+        out.append(
+            Target(
+                f"counterfactual / RL-Mix epoch, gradient reward, {r['model']}",
+                r["cf_share"],
+                CF_LIMITS["rlmix"],
+                unit="of the epoch",
+            )
+        )
+        out.append(
+            Target(
+                f"counterfactual / RL-Mix epoch, forward-only reward, {r['model']}",
+                r["cf_share_fwd"],
+                CF_LIMITS["rlmix_fwd"],
+                unit="of the epoch",
+            )
+        )
+    return out
 
 
 def run(args: argparse.Namespace, device: torch.device) -> dict:
