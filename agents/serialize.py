@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gymnasium import spaces
 from stable_baselines3 import PPO
 
 from agents.policy import PerImagePolicy
@@ -228,11 +227,6 @@ def restore_ppo(model: PPO, state: dict[str, Any], where: str) -> PPO:
     model.num_timesteps = settings["progress"]["num_timesteps"]
     model._n_updates = settings["progress"]["n_updates"]
     return model
-
-
-def check_action_space(space: spaces.Space, k: int, where: str) -> None:
-    if not isinstance(space, spaces.Discrete) or int(space.n) != k:
-        raise ConfigError(f"{where} chooses among K={k} top-k values; this run has {space}")
 
 
 __all__ = [

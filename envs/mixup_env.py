@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.rewards import Reward, RewardInputs, get_reward
+from envs.rewards import Reward, RewardInputs, reward_for
 from envs.spaces import batch_spaces, check_action
 from rlmix import distributed
 from rlmix.config import Config, load_config
@@ -21,13 +21,6 @@ from rlmix.trainer import Batch, StepOutput, Trainer
 
 ObsType = dict[str, np.ndarray]
 ActType = np.ndarray
-
-
-def _reward(name: str, key: str):
-    try:
-        return get_reward(name)
-    except ValueError as e:
-        raise ConfigError(f"config key '{key}': {e}") from e
 
 
 class MixupEnv(gym.Env[ObsType, ActType]):
@@ -110,8 +103,10 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         else:
             cfg = load_config(config, overrides)
         self.cfg = cfg
-        self.reward_fn = _reward(cfg.env.reward, "env.reward")
-        self.logged_rewards = [_reward(name, "env.log_rewards") for name in cfg.env.log_rewards]
+        self.reward_fn = reward_for(cfg.env.reward, "config key 'env.reward'")
+        self.logged_rewards = [
+            reward_for(name, "config key 'env.log_rewards'") for name in cfg.env.log_rewards
+        ]
         self.rewards: list[Reward] = [self.reward_fn, *self.logged_rewards]
         rewards = self.rewards
         held_out = [r.name for r in rewards if r.held_out]

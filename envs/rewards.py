@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 
 from envs.spaces import batch_ranks
-from rlmix.errors import RlmixError
+from rlmix.errors import ConfigError, RlmixError
 from rlmix.probe import LastLayerGrad, MixedBatch
 from rlmix.registry import Registry
 from rlmix.saliency import pool_saliency
@@ -267,6 +267,15 @@ def get_reward(name: str) -> Reward:
     raise ValueError(REWARDS.unknown(name))
 
 
+def reward_for(name: str, where: str) -> Reward:
+    """:func:`get_reward`, with an unknown or unimportable reward as one
+    :class:`rlmix.errors.ConfigError` prefixed by ``where`` (a config key or an option)."""
+    try:
+        return get_reward(name)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
 def _pooled_pair(inputs: RewardInputs) -> tuple[torch.Tensor, torch.Tensor]:
     if inputs.clean_saliency is None or inputs.mixed_saliency is None:
         raise ValueError("gradient rewards need clean_saliency and mixed_saliency")
@@ -426,4 +435,5 @@ __all__ = [
     "list_rewards",
     "probe_targets",
     "register_reward",
+    "reward_for",
 ]

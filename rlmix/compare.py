@@ -46,7 +46,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from baselines import list_policies, policy_mixer
-from envs.rewards import get_reward
+from envs.rewards import reward_for
 from rlmix.checkpoints import atomic_write_text, check_writable
 from rlmix.cli import ArgumentParser, add_config_args, overrides_from_args, run_main
 from rlmix.config import MAX_SEED, Config, load_config
@@ -151,10 +151,7 @@ def agent_specs(
 
 
 def _reward(name: str):
-    try:
-        return get_reward(name)
-    except ValueError as e:
-        raise ConfigError(f"--reward: {e}") from e
+    return reward_for(name, "--reward")
 
 
 def arms(

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from agents.policy import logits_summary
 from baselines import list_policies
 from envs import MixupEnv
-from envs.rewards import get_reward
+from envs.rewards import reward_for
 from envs.slots import slot_context
 from rlmix.checkpoints import atomic_write, atomic_write_json, atomic_write_text, load_checkpoint
 from rlmix.cli import ArgumentParser, add_config_args, overrides_from_args, run_main
@@ -199,10 +199,7 @@ def _configs(cfg: Config, rewards: list[str], policy: str) -> tuple[Config, Conf
     the scored rewards kept) and the scoring env's (the scored rewards, the same split)."""
     scored = []
     for name in rewards:
-        try:
-            reward = get_reward(name)
-        except ValueError as e:
-            raise ConfigError(f"--reward: {e}") from e
+        reward = reward_for(name, "--reward")
         if not reward.has_counterfactual:
             raise ConfigError(
                 f"--reward {name} needs the step's outcome, so no action can be scored without "

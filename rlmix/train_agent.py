@@ -24,7 +24,7 @@ from typing import Any
 
 from agents.ppo import make_ppo
 from agents.serialize import agent_state, restore_ppo, write_agent
-from envs.rewards import get_reward
+from envs.rewards import reward_for
 from rlmix.cli import ArgumentParser, run_main, training_parser
 from rlmix.config import Config
 from rlmix.errors import ConfigError
@@ -53,10 +53,7 @@ def agent_config(cfg: Config) -> Config:
                 "config key 'agent.baseline' is 'counterfactual', which needs a counterfactual "
                 f"every step: set env.counterfactual_every=1 (got {every})"
             )
-        try:
-            reward = get_reward(cfg.env.reward)
-        except ValueError as e:
-            raise ConfigError(f"config key 'env.reward': {e}") from e
+        reward = reward_for(cfg.env.reward, "config key 'env.reward'")
         if not reward.has_counterfactual:
             raise ConfigError(
                 f"config key 'agent.baseline' is 'counterfactual', but reward '{reward.name}' "
