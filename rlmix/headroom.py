@@ -13,7 +13,10 @@ and grid, the same weights, nothing changed (the same-batch counterfactual of
 From those tables (:mod:`rlmix.policy_fit`) it reports, per reward and observation, the gain
 over random top-k of
 
-- the **best constant** top-k (chosen on half of the batches, scored on the other half),
+- the **best constant** top-k (chosen on half of the batches, scored on the other half), taken
+  by one image (its partner keeping a random top-k: the credit a per-image reward gives one
+  decision) and by every image of the batch (the world of a constant policy, which is what the
+  same-batch policy gain of a run measures),
 - an **oracle** that picks each image's best top-k (what a reward offers at most), and
 - a policy **fitted offline** on half of the images to what it observes and scored on the
   other half (the **learnable** headroom: what an agent can reach from its observation),
@@ -59,7 +62,14 @@ from rlmix.seeding import derive_seed, stream_generator
 from rlmix.train import train_fixed
 
 OBSERVATIONS = ("own", "partner")
-KEYS = ("best_constant", "oracle", "learnable", "learnable_linear", "learnable_mlp")
+KEYS = (
+    "best_constant",
+    "best_constant_everyone",
+    "oracle",
+    "learnable",
+    "learnable_linear",
+    "learnable_mlp",
+)
 
 
 def build_parser() -> ArgumentParser:
@@ -133,11 +143,13 @@ def score_point(
 
     Batches come from the training set with their own seed (order, augmentation, lam, partners,
     grid and the partners' random top-k), and every batch starts from the same weights and
-    BatchNorm statistics. Returns ``rewards`` (name -> (n, K)), ``features`` (variant -> (n, d))
-    and ``batch`` (n,).
+    BatchNorm statistics. Returns ``rewards`` (name -> (n, K): image i at top-k a, its partner at
+    its random one), ``everyone`` (name -> (n, K): every image of the batch at top-k a, the world
+    of a constant policy), ``features`` (variant -> (n, d)) and ``batch`` (n,).
     """
     t, k = env.trainer, env.cfg.mix.k
     rewards: dict[str, list[torch.Tensor]] = {r.name: [] for r in env.counterfactual_rewards}
+    everyone: dict[str, list[torch.Tensor]] = {r.name: [] for r in env.counterfactual_rewards}
     features: dict[str, list[torch.Tensor]] = {v: [] for v in OBSERVATIONS}
     batches: list[torch.Tensor] = []
     partner_stream = stream_generator(seed, "counterfactual", 0)
@@ -152,6 +164,7 @@ def score_point(
                     table = _score_batch(env, k, partner_stream)
                 for name, values in table["rewards"].items():
                     rewards[name].append(values)
+                    everyone[name].append(table["everyone"][name])
                 for variant, x in table["features"].items():
                     features[variant].append(x)
                 batches.append(torch.full((table["size"],), len(batches)))
@@ -159,6 +172,7 @@ def score_point(
             t.end_epoch()
     return {
         "rewards": {n: torch.cat(v) for n, v in rewards.items()},
+        "everyone": {n: torch.cat(v) for n, v in everyone.items()},
         "features": {n: torch.cat(v) for n, v in features.items()},
         "batch": torch.cat(batches),
     }
@@ -171,14 +185,19 @@ def _score_batch(env: MixupEnv, k: int, partner_stream: torch.Generator) -> dict
     params = t.mixer.sample(batch.x, t.generator)
     partner_action = torch.randint(k, (b,), generator=partner_stream)
     state = env._state_inputs()
-    table = {r.name: torch.empty(b, k, dtype=torch.float64) for r in env.counterfactual_rewards}
+    names = [r.name for r in env.counterfactual_rewards]
+    table = {n: torch.empty(b, k, dtype=torch.float64) for n in names}
+    everyone = {n: torch.empty(b, k, dtype=torch.float64) for n in names}
     for a in range(k):
-        scored = env.score(params, torch.full((b,), a), partner_action=partner_action, state=state)
-        for name, values in scored.items():
-            table[name][:, a] = torch.from_numpy(values)
+        action = torch.full((b,), a)
+        alone = env.score(params, action, partner_action=partner_action, state=state)
+        together = env.score(params, action, state=state)
+        for name in names:
+            table[name][:, a] = torch.from_numpy(alone[name])
+            everyone[name][:, a] = torch.from_numpy(together[name])
     obs = env._observation(batch)
     feats = _features(env, obs, params.perm, params.lam, params.grid)
-    return {"rewards": table, "features": feats, "size": b}
+    return {"rewards": table, "everyone": everyone, "features": feats, "size": b}
 
 
 # -- the command ------------------------------------------------------------------------------------
@@ -229,6 +248,7 @@ def _row(reward: str, variant: str, point: str, gains: Gains, images: int) -> di
         row[f"{key}_gain"] = d.mean
         row[f"{key}_gain_ci"] = [d.low, d.high]
     row["best_constant_q"] = gains.best_action
+    row["best_constant_everyone_q"] = gains.best_action_everyone
     row["learnable_model"] = gains.model
     oracle = gains.oracle.mean
     row["learnable_fraction_of_oracle"] = gains.learnable.mean / oracle if oracle > 0 else math.nan
@@ -286,10 +306,13 @@ def headroom(
             pooled = _pool([t for _, t in tables], reward, variant)
             for point, table in tables:
                 gains = headroom_gains(
-                    table["rewards"][reward], table["features"][variant], table["batch"]
+                    table["rewards"][reward],
+                    table["features"][variant],
+                    table["batch"],
+                    everyone=table["everyone"][reward],
                 )
                 rows.append(_row(reward, variant, str(point), gains, len(table["batch"])))
-            gains = headroom_gains(*pooled)
+            gains = headroom_gains(*pooled[:3], everyone=pooled[3])
             rows.append(_row(reward, variant, "all", gains, len(pooled[2])))
     head = next(r for r in rows if r["at"] == "all")
     result = {
@@ -309,18 +332,19 @@ def headroom(
 
 def _pool(tables, reward: str, variant: str):
     """One table of every point's images; batch ids kept distinct across points."""
-    offset, rewards, features, batches = 0, [], [], []
+    offset, rewards, features, batches, everyone = 0, [], [], [], []
     for table in tables:
         rewards.append(table["rewards"][reward])
+        everyone.append(table["everyone"][reward])
         features.append(table["features"][variant])
         batches.append(table["batch"] + offset)
         offset += int(table["batch"].max()) + 1
-    return torch.cat(rewards), torch.cat(features), torch.cat(batches)
+    return torch.cat(rewards), torch.cat(features), torch.cat(batches), torch.cat(everyone)
 
 
 def _ci(row: dict[str, Any], key: str) -> str:
     low, high = row[f"{key}_gain_ci"]
-    mark = "*" if low > 0 or high < 0 else ""
+    mark = "*" if low > 1e-9 or high < -1e-9 else ""  # not a numerically-zero interval
     return f"{row[f'{key}_gain']:+.4f} [{low:+.4f}, {high:+.4f}]{mark}"
 
 
@@ -328,23 +352,29 @@ def to_markdown(rows: list[dict[str, Any]], cfg: Config, policy: str) -> str:
     lines = [
         f"## Reward headroom: {cfg.data.name} / {cfg.model.name}, trained with {policy}",
         "",
-        "| reward | observation | after epoch | images | best constant (q) | oracle | learnable "
-        "(model) | learnable / oracle |",
-        "|---|---|---|---|---|---|---|---|",
+        "| reward | observation | after epoch | images | best constant, one image (q) | "
+        "best constant, every image (q) | oracle | learnable (model) | learnable / oracle |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    space = np.linspace(0, 0.99, cfg.mix.k)
     for r in rows:
-        q = f"{float(np.linspace(0, 0.99, cfg.mix.k)[r['best_constant_q']]):.2f}"
+        q = f"{float(space[r['best_constant_q']]):.2f}"
+        q_all = f"{float(space[r['best_constant_everyone_q']]):.2f}"
         lines.append(
             f"| {r['reward']} | {r['observation']} | {r['at']} | {r['images']} | "
-            f"{_ci(r, 'best_constant')} ({q}) | {_ci(r, 'oracle')} | "
+            f"{_ci(r, 'best_constant')} ({q}) | {_ci(r, 'best_constant_everyone')} ({q_all}) | "
+            f"{_ci(r, 'oracle')} | "
             f"{_ci(r, 'learnable')} ({r['learnable_model']}) | "
             f"{100 * r['learnable_fraction_of_oracle']:.1f} % |"
         )
     lines += [
         "",
         "Gains over random top-k on the same states (reward minus its mean over the K top-k), "
-        "with 95 % Student-t intervals over the scored batches (* when they exclude 0). Best "
-        "constant and learnable are chosen or fitted on half of the batches and scored on the "
+        "with 95 % Student-t intervals over the scored batches (* when they exclude 0). One "
+        "image: the image takes the top-k, its partner keeps a random one (the credit a "
+        "per-image reward gives one decision); every image: the whole batch takes it (what a "
+        "constant policy gains, as the same-batch policy gain measures it). Best constants and "
+        "the learnable policy are chosen or fitted on half of the batches and scored on the "
         "other half.",
     ]
     return "\n".join(lines) + "\n"

@@ -61,9 +61,15 @@ def plot_curves(
 
 
 def plot_headroom(rows: list[dict], path: str | Path) -> Path:
-    """Bars per (reward, observation): the best constant's, the learnable policy's and the
-    oracle's gain over random top-k, with their 95 % intervals (rows of :mod:`rlmix.headroom`)."""
-    keys = (("best_constant", "best constant"), ("learnable", "learnable"), ("oracle", "oracle"))
+    """Bars per (reward, observation): the best constants' (every image, one image), the
+    learnable policy's and the oracle's gain over random top-k, with their 95 % intervals (rows
+    of :mod:`rlmix.headroom`)."""
+    keys = (
+        ("best_constant_everyone", "best constant, every image"),
+        ("best_constant", "best constant, one image"),
+        ("learnable", "learnable"),
+        ("oracle", "oracle"),
+    )
     fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(rows)), 4.0))
     width = 0.8 / len(keys)
     x = np.arange(len(rows))
@@ -72,7 +78,9 @@ def plot_headroom(rows: list[dict], path: str | Path) -> Path:
         lows = np.array([r[f"{key}_gain_ci"][0] for r in rows])
         highs = np.array([r[f"{key}_gain_ci"][1] for r in rows])
         err = np.nan_to_num(np.stack([means - lows, highs - means]), nan=0.0)
-        ax.bar(x + (i - 1) * width, means, width, yerr=err, capsize=3, label=label)
+        ax.bar(
+            x + (i - (len(keys) - 1) / 2) * width, means, width, yerr=err, capsize=3, label=label
+        )
     ax.set_xticks(x, [f"{r['reward']}\n{r['observation']}" for r in rows], fontsize=8)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_ylabel("gain over random top-k")

@@ -8,7 +8,8 @@ gain below is a policy's reward minus that, per image:
 - **oracle**: ``max_a r[i, a]``, each image's best action (an upper bound no policy reaches
   without seeing the rewards);
 - **best constant**: the one action with the highest mean reward on the fit half, scored on the
-  test half;
+  test half; with a table of every image of a batch at that action (``everyone``) also the
+  gain of a constant policy as a whole;
 - **learnable**: a model fitted on the fit half to predict ``r[i, :] - mean_a r[i, a]`` from
   ``x[i]`` (ridge regression, and an MLP the size of the agent's policy), acting ``argmax``, scored
   on the test half: the headroom a policy can reach from its observation. The model (and its
@@ -37,10 +38,12 @@ class Gains:
 
     oracle: PairedDifference
     best_constant: PairedDifference
+    best_constant_everyone: PairedDifference
     learnable: PairedDifference
     learnable_linear: PairedDifference
     learnable_mlp: PairedDifference
     best_action: int
+    best_action_everyone: int
     model: str  # the model chosen for ``learnable``: "linear" or "mlp"
 
 
@@ -128,17 +131,21 @@ def headroom_gains(
     features: torch.Tensor,
     batch: torch.Tensor,
     *,
+    everyone: torch.Tensor | None = None,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Gains:
     """The gains of the oracle, the best constant and a learned policy (module docstring).
 
     Args:
-        rewards: r[i, a] (n, K).
+        rewards: r[i, a] (n, K): image i at action a, its partner at a random one.
         features: what the policy sees of image i (n, d).
         batch: the batch index of each image (n,) long.
+        everyone: r[i, a] with every image of the batch at action a (n, K), for the best
+            constant of a whole policy (against the same random baseline); default ``rewards``.
     """
     rewards, features = rewards.double(), features.double()
+    everyone = rewards if everyone is None else everyone.double()
     fit, test = batch % 2 == 0, batch % 2 == 1
     if not fit.any() or not test.any():
         raise ValueError("headroom needs at least two scored batches (one to fit, one to test)")
@@ -148,6 +155,9 @@ def headroom_gains(
     best_constant = _by_batch(
         _gain_of(rewards[test], torch.full((n_test,), best_action)), batch[test], confidence
     )
+    best_all = int(everyone[fit].mean(0).argmax())
+    everyone_gain = everyone[test, best_all] - rewards[test].mean(1)
+    best_constant_everyone = _by_batch(everyone_gain, batch[test], confidence)
     # a validation part of the fit half (every 4th batch) picks the model and its penalty
     val = fit & (batch % 4 == 2)
     train = fit & ~val
@@ -167,10 +177,12 @@ def headroom_gains(
     return Gains(
         oracle=oracle,
         best_constant=best_constant,
+        best_constant_everyone=best_constant_everyone,
         learnable=scores[chosen],
         learnable_linear=scores["linear"],
         learnable_mlp=scores["mlp"],
         best_action=best_action,
+        best_action_everyone=best_all,
         model=chosen,
     )
 

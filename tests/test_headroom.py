@@ -45,11 +45,17 @@ def test_headroom_command_end_to_end(tiny_cli_args, tmp_path, capsys):
     assert run_main(headroom_main, args) == 0
     assert "| probe_rank | own | all |" in capsys.readouterr().out
     result = json.loads((out / "headroom.json").read_text())
-    for key in ("best_constant_gain", "oracle_gain", "learnable_gain"):
+    for key in (
+        "best_constant_gain",
+        "best_constant_everyone_gain",
+        "oracle_gain",
+        "learnable_gain",
+    ):
         assert isinstance(result[key], float) and len(result[f"{key}_ci"]) == 2
     assert result["reward"] == "probe_rank" and result["points"] == [1, 2]
     assert result["oracle_gain"] == pytest.approx(1.0)  # every image has an action with cos 1
     assert abs(result["best_constant_gain"]) < 0.05  # no constant beats random on the probe
+    assert abs(result["best_constant_everyone_gain"]) < 0.05
     rows = {(r["reward"], r["observation"], r["at"]): r for r in result["rows"]}
     assert rows["val_grad_align", "partner", "all"]["oracle_gain"] > 0
     assert (out / "headroom.png").stat().st_size > 1000 and (out / "headroom.md").is_file()
