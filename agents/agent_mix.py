@@ -4,7 +4,7 @@
     agent_mix = AgentMix.load("runs/default/agent.zip", num_classes=10)
     for step, (x, y) in enumerate(loader):
         x_mix, y_mix = agent_mix(model, x, y, progress=step / total_steps)
-        loss = soft_target_cross_entropy(model(x_mix), y_mix)
+        loss = soft_ce(model(x_mix), y_mix)  # rlmix.losses.soft_ce
 
 Per batch it does what ``rlmix.train --policy agent`` does in the environment: the clean batch's
 input saliency and logits (one forward and input-gradient pass, :func:`rlmix.saliency.input_saliency`),
