@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench study lint setup clean
+.PHONY: run test bench study headroom lint setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ STUDY_ARGS ?= --policies vanilla,mixup,cutmix_plus,constant,rmix,agent --seeds 0
 	--agent val_grad_align+ent:val_grad_align,agent.ent_coef=0.01
 study: $(STAMP)
 	$(PY) -m rlmix.compare --config fashion_mnist_study --out runs/study $(STUDY_ARGS) $(ARGS)
+
+# The README's headroom table: how much any per-image policy could gain over random top-k on
+# each reward, scored on the states of an R-Mix run of the same study (no PPO).
+HEADROOM_ARGS ?= --reward val_grad_align --reward val_grad_dot --reward grad_cosine \
+	--reward grad_cosine_mean --reward ema_agreement --reward probe_rank \
+	--at 50 100 150 200 --images 5000
+headroom: $(STAMP)
+	$(PY) -m rlmix.headroom --config fashion_mnist_study --out runs/headroom $(HEADROOM_ARGS) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
