@@ -101,6 +101,13 @@ def one_line(message: str) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr in one write, so that lines from several processes sharing
+    the stream (torchrun ranks) never interleave (``print`` writes the newline separately)."""
+    sys.stderr.write(f"error: {one_line(message)}\n")
+    sys.stderr.flush()
+
+
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main``; RlmixError -> one line on stderr and its exit code, unless ``--debug``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -110,8 +117,8 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except RlmixError as e:
         if debug:
             traceback.print_exc()
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        print_error(str(e))
         return e.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print_error("interrupted")
         return 130
