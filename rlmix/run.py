@@ -298,7 +298,8 @@ def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dic
     rows.append(("metrics", str(out / "metrics.json")))
     rows += list(files.items())
     rows.append(("TensorBoard", f"tensorboard --logdir {out / 'tb'}"))
-    lines = [f"{metrics['policy']} finished ({len(metrics['epochs'])} epochs)"]
+    n = len(metrics["epochs"])
+    lines = [f"{metrics['policy']} finished ({n} epoch{'' if n == 1 else 's'})"]
     lines += [f"  {label:<18}{value}" for label, value in rows]
     if gain is None and metrics["policy"] == "agent":
         lines.append(
