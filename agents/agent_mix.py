@@ -30,8 +30,9 @@ import torch
 from agents.policy import PerImagePolicy
 from agents.serialize import load_policy
 from envs.slots import slot_context
+from envs.spaces import batch_observation
 from rlmix.mixing import RMix, topk_space
-from rlmix.saliency import input_saliency, pool_saliency
+from rlmix.saliency import input_saliency
 
 
 class AgentMix(RMix):
@@ -81,15 +82,7 @@ class AgentMix(RMix):
         lr_fraction: float = 1.0,
     ) -> dict[str, np.ndarray]:
         """The slot observations (key -> (B, ...)) of a batch's saliency (B, H, W) and logits."""
-        pooled = pool_saliency(saliency.detach().float(), self.obs_grid).clamp_(0.0, 1.0)
-        obs = {
-            "saliency": pooled.cpu().numpy(),
-            "logits": logits.detach()
-            .float()
-            .clamp(-self.logit_clip, self.logit_clip)
-            .cpu()
-            .numpy(),
-        }
+        obs = batch_observation(saliency, logits, self.obs_grid, self.logit_clip)
         obs["context"] = slot_context(
             obs["saliency"], obs["logits"], float(progress), float(lr_fraction)
         )

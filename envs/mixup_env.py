@@ -10,12 +10,11 @@ import numpy as np
 import torch
 
 from envs.rewards import Reward, RewardInputs, reward_for
-from envs.spaces import batch_spaces, check_action
+from envs.spaces import batch_observation, batch_spaces, check_action
 from rlmix import distributed
 from rlmix.config import Config, load_config
 from rlmix.errors import ConfigError, RlmixError
 from rlmix.mixing import MixParams, topk_space
-from rlmix.saliency import pool_saliency
 from rlmix.seeding import stream_generator
 from rlmix.trainer import Batch, StepOutput, Trainer
 
@@ -334,13 +333,9 @@ class MixupEnv(gym.Env[ObsType, ActType]):
                 "saliency": self._uniform.copy(),
                 "logits": np.zeros(self.observation_space["logits"].shape, np.float32),
             }
-        clip = self.cfg.env.logit_clip
-        pooled = pool_saliency(batch.saliency, self.cfg.env.obs_grid).clamp_(0.0, 1.0)
-        logits = batch.logits.clamp(-clip, clip)
-        return {
-            "saliency": pooled.detach().to("cpu", torch.float32).numpy(),
-            "logits": logits.detach().to("cpu", torch.float32).numpy(),
-        }
+        return batch_observation(
+            batch.saliency, batch.logits, self.cfg.env.obs_grid, self.cfg.env.logit_clip
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Env state at the last epoch boundary: the trainer's and what rewards carry over."""

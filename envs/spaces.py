@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from rlmix.saliency import pool_saliency
+
 #: The slot observation's ``context`` features, each in [0, 1]:
 CONTEXT = (
     "progress",  # fraction of the run's optimiser steps done
@@ -29,6 +31,20 @@ CONTEXT = (
     "batch_saliency_entropy",  # batch mean of the saliency map's entropy / ln g^2
     "batch_saliency_peak",  # batch mean of the largest saliency cell
 )
+
+
+def batch_observation(
+    saliency: torch.Tensor, logits: torch.Tensor, obs_grid: int, logit_clip: float
+) -> dict[str, np.ndarray]:
+    """The batch view's observation of a batch's input saliency (B, H, W) and logits (B, N):
+    the saliency pooled to ``obs_grid`` x ``obs_grid`` in [0, 1] and the logits clipped to
+    ``logit_clip``, as float32 arrays on the CPU (the env and :class:`agents.AgentMix` alike)."""
+    pooled = pool_saliency(saliency.detach(), obs_grid).clamp_(0.0, 1.0)
+    clipped = logits.detach().clamp(-logit_clip, logit_clip)
+    return {
+        "saliency": pooled.to("cpu", torch.float32).numpy(),
+        "logits": clipped.to("cpu", torch.float32).numpy(),
+    }
 
 
 def batch_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -129,6 +145,7 @@ def check_action(action: object, space: spaces.MultiDiscrete) -> np.ndarray:
 
 __all__ = [
     "CONTEXT",
+    "batch_observation",
     "batch_ranks",
     "batch_size_of",
     "batch_spaces",
