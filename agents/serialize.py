@@ -214,10 +214,15 @@ def restore_ppo(model: PPO, state: dict[str, Any], where: str) -> PPO:
     mine = json.loads(agent_state(model)["settings"])
     for section in ("policy", "ppo"):
         if settings[section] != mine[section]:
-            key = next(k for k in mine[section] if settings[section].get(k) != mine[section][k])
+            theirs = settings[section]
+            key = next(
+                k
+                for k in sorted({*mine[section], *theirs})
+                if theirs.get(k) != mine[section].get(k)
+            )
             raise ConfigError(
                 f"{where}: the agent's {section} setting '{key}' is "
-                f"{settings[section].get(key)!r}, the run's is {mine[section][key]!r}"
+                f"{theirs.get(key)!r}, the run's is {mine[section].get(key)!r}"
             )
     try:
         model.policy.load_state_dict(state["policy"])
