@@ -125,8 +125,9 @@ class RankError(RlmixError):
 
 
 def agree(error: BaseException | str | None) -> None:
-    """Let every rank know whether any failed (one collective); if one did, every rank raises
-    the same :class:`RankError` (the lowest failing rank's message and exit code).
+    """Let every rank know whether any failed (one scalar all-reduce; the messages are gathered
+    only when one did); if one did, every rank raises the same :class:`RankError` (the lowest
+    failing rank's message and exit code).
 
     Call it where a rank can fail alone (its batch, its reward) before the next collective, so
     that no rank is left waiting in that collective. Single-process: ``error`` is raised as is.
@@ -137,6 +138,8 @@ def agree(error: BaseException | str | None) -> None:
             raise error
         if error is not None:
             raise RlmixError(error)
+        return
+    if all_true(error is None):
         return
     mine = None
     if error is not None:
