@@ -310,7 +310,7 @@ def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dic
     if uniform:
         lines.append(
             f"  note: the policy stayed near uniform: reward '{metrics['reward']}' gave the agent "
-            "nothing it could learn (README: 'Does the agent learn?')"
+            "nothing it could learn (docs/agent.md: 'Does the agent learn?')"
         )
     return "\n".join(lines)
 
