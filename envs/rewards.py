@@ -37,6 +37,11 @@ name                   kind       what it pays
 ``val_grad_dot``       per image  the same dot product, unnormalised: lr / B times it is the
                                   first-order held-out loss drop the image's gradient causes
 ``ema_agreement``      per image  minus KL(mixed label || EMA teacher on the mixed image)
+``teach``              per image  the classifier's soft-label CE on the mixed image minus the
+                                  EMA teacher's: hard for the learner, recognisable for the
+                                  teacher (TeachAugment's two-sided objective, per image)
+``hardness``           per image  the classifier's soft-label CE on the mixed image alone
+                                  (Adversarial AutoAugment's direction)
 ``loss_drop``          batch      previous step's training loss minus this step's (outcome)
 ``val_loss_drop``      batch      drop of the held-out loss (``data.val_size`` images
                                   carved from the training budget) across the step (outcome)
@@ -48,9 +53,10 @@ name                   kind       what it pays
 Cost per step on top of the training step (resnet_tiny, batch 100, 2-core CPU, measured by
 ``benchmarks.bench_env``; see the README): ``grad_cosine*`` nothing for the taken mix (the mixed
 gradient comes from the training backward); ``val_grad_*`` one eval-mode forward of a held-out
-batch of ``trainer.batch_size`` images; ``ema_agreement`` one EMA update and one teacher forward
-of the mixed batch. A counterfactual adds one forward of the counterfactual mix (``val_grad_*``,
-``ema_agreement``: plus a teacher forward) or one forward and input-gradient backward
+batch of ``trainer.batch_size`` images; ``ema_agreement`` and ``teach`` one EMA update and one
+teacher forward of the mixed batch; ``hardness`` nothing (the training forward's logits). A
+counterfactual adds one forward of the counterfactual mix (``val_grad_*``, ``hardness``;
+``ema_agreement``, ``teach``: plus a teacher forward) or one forward and input-gradient backward
 (``grad_cosine*``).
 
 Example::
@@ -396,6 +402,38 @@ def ema_agreement(inputs: RewardInputs) -> torch.Tensor:
     log_t = inputs.teacher_probs.double().clamp_min(1e-12).log()
     log_y = y.clamp_min(1e-12).log()
     return -(y * (log_y - log_t)).sum(1)
+
+
+def _soft_ce(labels: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+    """Per example ``-sum_c y_c log p_c`` (B,) in float64."""
+    return -(labels.double() * log_probs.double()).sum(1)
+
+
+def _hardness(inputs: RewardInputs) -> torch.Tensor:
+    if inputs.mixed is None:
+        raise ValueError("hardness and teach need the mixed batch's labels and logits")
+    return _soft_ce(inputs.mixed.labels, inputs.mixed.logits.double().log_softmax(dim=1))
+
+
+@register_reward("hardness", mixed=True)
+def hardness(inputs: RewardInputs) -> torch.Tensor:
+    """Per image: the classifier's soft-label cross-entropy ``CE(y'_i, f(x'_i))`` on its mixed
+    image (train mode, the weights before the step): pays for mixes the learner finds hard
+    (Adversarial AutoAugment's direction; unguarded, it favours label noise)."""
+    return _hardness(inputs)
+
+
+@register_reward("teach", mixed=True, teacher=True)
+def teach(inputs: RewardInputs) -> torch.Tensor:
+    """Per image: ``CE(y'_i, f(x'_i)) - CE(y'_i, T(x'_i))``, the classifier's soft-label
+    cross-entropy on the mixed image minus that of its EMA teacher ``T`` (``env.ema_decay``,
+    eval mode): hard for the learner while recognisable for the teacher (TeachAugment's
+    two-sided objective, per image). The teacher's term guards against the mixes that are hard
+    because their label is wrong, which :func:`hardness` alone favours."""
+    if inputs.teacher_probs is None:
+        raise ValueError("teach needs the EMA teacher's probabilities")
+    log_t = inputs.teacher_probs.double().clamp_min(1e-12).log()
+    return _hardness(inputs) - _soft_ce(inputs.mixed.labels, log_t)
 
 
 @register_reward("probe_rank", clean_saliency=True)

@@ -258,6 +258,40 @@ def test_ema_agreement_is_minus_kl_of_the_mixed_label_from_the_teacher():
     np.testing.assert_allclose(get_reward("ema_agreement")(inputs), [0.0, math.log(0.5)], atol=1e-9)
 
 
+def _teach_inputs():
+    from rlmix.probe import MixedBatch
+
+    # Image 0: label (0.5, 0.5, 0), logits log(0.5, 0.25, 0.25): the classifier's CE is
+    # -(0.5 ln 0.5 + 0.5 ln 0.25) = 1.5 ln 2; the teacher (0.5, 0.5, 0) has CE ln 2.
+    # Image 1: label (0, 0, 1), logits 0 (uniform): CE ln 3; the teacher puts 0.6 on class 2.
+    y = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    logits = torch.tensor([[0.5, 0.25, 0.25], [1.0, 1.0, 1.0]]).log()
+    teacher = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.2, 0.6]])
+    mixed = MixedBatch(y, logits, torch.zeros(2, 4), torch.zeros(2, 3))
+    return RewardInputs(q=torch.zeros(2), loss=0.0, mixed=mixed, teacher_probs=teacher)
+
+
+def test_hardness_is_the_classifiers_soft_label_cross_entropy_per_image():
+    values = get_reward("hardness")(_teach_inputs())
+    assert values.dtype == np.float64
+    np.testing.assert_allclose(values, [1.5 * math.log(2), math.log(3)], atol=1e-9)
+
+
+def test_teach_is_the_learners_cross_entropy_minus_the_teachers():
+    values = get_reward("teach")(_teach_inputs())
+    expected = [1.5 * math.log(2) - math.log(2), math.log(3) + math.log(0.6)]
+    np.testing.assert_allclose(values, expected, atol=1e-9)
+    assert get_reward("teach").teacher and get_reward("teach").mixed
+    assert not get_reward("hardness").teacher and not get_reward("hardness").held_out
+
+
+@pytest.mark.parametrize("name", ["teach", "hardness"])
+def test_teach_and_hardness_say_what_they_miss(name):
+    inputs = RewardInputs(q=torch.zeros(2), loss=0.0)
+    with pytest.raises(RlmixError, match=f"reward '{name}' raised ValueError: .*need"):
+        get_reward(name)(inputs)
+
+
 def test_the_ema_teacher_follows_the_classifier(tiny_config):
     from rlmix.trainer import Trainer
 
@@ -280,6 +314,8 @@ def test_counterfactual_flags():
         "grad_cosine_mean",
         "val_grad_align",
         "ema_agreement",
+        "teach",
+        "hardness",
         "probe_rank",
     ):
         assert get_reward(name).has_counterfactual
