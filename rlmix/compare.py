@@ -12,7 +12,8 @@ fixes the data order, initialisation and augmentation for every policy, so polic
 by per-seed differences: mean ± std over seeds, and for every policy its paired difference to a
 reference policy (``--reference``, default ``rmix``) with a Student-t confidence interval
 (``--confidence``, default 95 %), marked ``*`` when it excludes 0 (a difference beyond seed
-noise).
+noise), and its p-value after Holm's correction over all policies compared with the reference
+(marked ``*`` when the difference survives it).
 
 The agent runs once per ``--reward`` (or ``--agent`` variant). Every policy that acts through
 R-Mix's top-k (the reference, ``constant``, the agents) also scores the agents' rewards on a
@@ -53,7 +54,7 @@ from rlmix.config import MAX_SEED, Config, load_config
 from rlmix.errors import ConfigError
 from rlmix.launch import LAUNCHERS, run_jobs
 from rlmix.plots import plot_curves
-from rlmix.stats import PairedDifference, mean_interval, mean_std, paired_difference
+from rlmix.stats import PairedDifference, holm_paired, mean_interval, mean_std, paired_difference
 from rlmix.study import (
     METRICS,
     AgentSpec,
@@ -68,6 +69,7 @@ from rlmix.study import (
 FIXED = [p for p in list_policies() if p != "agent"]  # "agent" here is the learning agent
 POLICIES = ["agent", *FIXED]
 HELD_OUT = "held-out"  # label suffix of the reference run on the agents' training set
+SEARCH = "search"  # label suffix of a transfer arm's search run
 PAIRED = ("top1", "ece")  # metrics whose paired difference to the reference is tabulated
 
 
@@ -105,6 +107,13 @@ def build_parser() -> ArgumentParser:
         "--reference", default="rmix", help="policy the others are compared with (default rmix)"
     )
     p.add_argument(
+        "--versus",
+        default="",
+        metavar="POLICY[,POLICY...]",
+        help="also tabulate each policy's top-1 difference to these policies (e.g. "
+        "cutmix_plus, the best fixed mixer), with Holm's correction over the agent variants",
+    )
+    p.add_argument(
         "--confidence", type=float, default=0.95, help="confidence level of the intervals"
     )
     p.add_argument(
@@ -128,6 +137,14 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="continue the study in --out (it resumes by default when --out holds this study; "
         "--resume also refuses to start a new one)",
+    )
+    p.add_argument(
+        "--counterfactual-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="score the same-batch counterfactual every Nth step where it only reports (every "
+        "arm but an agent learning from agent.baseline=counterfactual; default 1)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -155,37 +172,65 @@ def _reward(name: str):
 
 
 def arms(
-    cfg: Config, policies: list[str], specs: list[AgentSpec], reference: str
+    cfg: Config,
+    policies: list[str],
+    specs: list[AgentSpec],
+    reference: str,
+    counterfactual_every: int = 1,
 ) -> list[dict[str, Any]]:
-    """Every arm of the study: ``label``, ``policy``, ``reward``, ``log_rewards``, ``hold_out``
-    and agent ``overrides`` (see the module docstring)."""
+    """Every arm of the study: ``label``, ``policy``, ``reward``, ``log_rewards``, ``hold_out``,
+    agent ``overrides`` and, for a transfer arm, its ``search`` arm (see the module docstring).
+    ``counterfactual_every`` thins the counterfactual where it only reports (every arm but an
+    agent learning from a difference reward)."""
     agent_rewards = [s.reward for s in specs] if "agent" in policies else []
     agent_rewards = list(dict.fromkeys(agent_rewards))
     budget_logs = [r for r in agent_rewards if not _reward(r).held_out]
     several = len(specs) > 1 or specs[0].name != specs[0].reward
+    every = counterfactual_every
     out: list[dict[str, Any]] = []
     for policy in policies:
         if policy == "agent":
             for spec in specs:
                 label = f"agent[{spec.name}]" if several else "agent"
-                out.append(_arm(label, "agent", spec.reward, overrides=list(spec.overrides)))
+                learner = _arm(label, "agent", spec.reward, [], None, spec.overrides, every)
+                if spec.transfer:
+                    out.append(_transfer_arm(label, spec, learner, every))
+                else:
+                    out.append(learner)
         else:
             logs = budget_logs if policy_mixer(policy) == "rmix" else []
-            out.append(_arm(policy, policy, "none", logs))
-    if any(_reward(r).held_out for r in agent_rewards):
-        out.append(_arm(f"{reference}[{HELD_OUT}]", reference, "none", agent_rewards, "always"))
+            out.append(_arm(policy, policy, "none", logs, counterfactual_every=every))
+    learners = [s.reward for s in specs if not s.transfer] if "agent" in policies else []
+    if any(_reward(r).held_out for r in learners):
+        label = f"{reference}[{HELD_OUT}]"
+        out.append(_arm(label, reference, "none", agent_rewards, "always", (), every))
     return out
 
 
-def _arm(label, policy, reward, logs=(), hold_out=None, overrides=()) -> dict[str, Any]:
-    counterfactual = any(_reward(r).has_counterfactual for r in logs)
+def _transfer_arm(label: str, spec: AgentSpec, search: dict, every: int) -> dict[str, Any]:
+    """The transfer run of ``spec``: a fresh classifier on the whole budget, mixed by the
+    search run's frozen agent, scoring the agent's reward where no held-out data is needed.
+    It keeps the search's overrides but those of the agent's learning and data."""
+    search = {**search, "label": f"{label}[{SEARCH}]"}
+    overrides = [o for o in spec.overrides if not o.startswith(("agent.", "data."))]
+    logs = [] if _reward(spec.reward).held_out else [spec.reward]
+    return {**_arm(label, "agent", "none", logs, None, overrides, every), "search": search}
+
+
+def _arm(
+    label, policy, reward, logs=(), hold_out=None, overrides=(), counterfactual_every=1
+) -> dict[str, Any]:
+    scored = [reward, *logs] if policy == "agent" else list(logs)
+    counterfactual = any(_reward(r).has_counterfactual for r in scored)
+    difference = "agent.baseline=counterfactual" in [o.replace(" ", "") for o in overrides]
+    every = 1 if difference else counterfactual_every
     return {
         "label": label,
         "policy": policy,
         "reward": reward,
         "log_rewards": list(logs),
         "hold_out": hold_out,
-        "counterfactual_every": 1 if counterfactual else None,
+        "counterfactual_every": every if counterfactual else None,
         "overrides": list(overrides),
     }
 
@@ -194,30 +239,49 @@ def make_jobs(
     cfg: Config, study_arms: list[dict[str, Any]], seeds: list[int], out: Path
 ) -> list[Job]:
     """Every (arm, seed) run, seed-major, with its config and run directory."""
-    jobs = []
-    for seed in seeds:
-        for arm in study_arms:
-            overrides = [f"env.reward={arm['reward']}", f"env.log_rewards={arm['log_rewards']}"]
-            overrides += arm["overrides"]
-            if arm["hold_out"] is not None:
-                overrides.append(f"data.hold_out={arm['hold_out']}")
-            if arm["counterfactual_every"] is not None:
-                overrides.append(f"env.counterfactual_every={arm['counterfactual_every']}")
-            run_cfg = job_config(
-                cfg, seed=seed, out=run_dir(out, arm["label"], seed), overrides=overrides
-            )
-            jobs.append(Job(arm["label"], arm["policy"], seed, run_cfg))
-    return jobs
+    return [_job(cfg, arm, seed, out) for seed in seeds for arm in study_arms]
+
+
+def _job(cfg: Config, arm: dict[str, Any], seed: int, out: Path) -> Job:
+    overrides = [f"env.reward={arm['reward']}", f"env.log_rewards={arm['log_rewards']}"]
+    if arm["hold_out"] is not None:
+        overrides.append(f"data.hold_out={arm['hold_out']}")
+    if arm["counterfactual_every"] is not None:
+        overrides.append(f"env.counterfactual_every={arm['counterfactual_every']}")
+    search = None
+    if arm.get("search"):
+        search = _job(cfg, arm["search"], seed, out)
+        overrides.append(f"frozen_agent.path={search.out / 'agent.zip'}")
+    overrides += arm["overrides"]  # the arm's own settings win
+    run_cfg = job_config(cfg, seed=seed, out=run_dir(out, arm["label"], seed), overrides=overrides)
+    return Job(arm["label"], arm["policy"], seed, run_cfg, search)
+
+
+def with_searches(results: list[Result]) -> list[Result]:
+    """The results with each transfer run's search run after it, as a row of its own."""
+    out: list[Result] = []
+    for r in results:
+        out.append(r)
+        if r.search is not None:
+            out.append(r.search)
+    return out
 
 
 # -- tables -----------------------------------------------------------------------------------------
 
 
-def summarise(results: list[Result], reference: str, confidence: float) -> list[dict[str, Any]]:
+def summarise(
+    results: list[Result],
+    reference: str,
+    confidence: float,
+    versus: Sequence[str] = (),
+) -> list[dict[str, Any]]:
     """One row per label: mean and std over seeds of every run value; the paired differences to
     the reference policy (``<key>_diff``: a :class:`PairedDifference`) and, for runs that hold
-    images out, to the reference on their training set (``<key>_diff_same``); and each
-    same-batch gain with its interval over seeds (``gain_<reward>_<span>_ci``)."""
+    images out, to the reference on their training set (``<key>_diff_same``); the top-1
+    difference to each policy of ``versus`` (``top1_diff_vs_<policy>``); and each same-batch
+    gain (and a transfer run's search run's gain) with its interval over seeds
+    (``gain_<reward>_<span>_ci``, ``search_gain_<span>_ci``)."""
     by_label: dict[str, list[Result]] = {}
     for r in results:
         by_label.setdefault(r.label, []).append(r)
@@ -230,10 +294,14 @@ def summarise(results: list[Result], reference: str, confidence: float) -> list[
         for key in keys:
             vals = [r.values[key] for r in runs if key in r.values]
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(vals)
-            if key.startswith("gain_") and len(vals) == len(runs):
+            if key.startswith(("gain_", "search_gain_")) and len(vals) == len(runs):
                 row[f"{key}_ci"] = mean_interval(vals, confidence)
         if label != reference:
             _paired(row, runs, ref, "_diff", confidence)
+        for other in versus:
+            base = {r.seed: r.values for r in by_label.get(other, [])}
+            if label not in (reference, other):
+                _paired(row, runs, base, f"_diff_vs_{other}", confidence, keys=("top1",))
         holds_out = runs[0].values.get("held_out_images", 0) > 0
         if holds_out and not label.endswith(f"[{HELD_OUT}]"):
             _paired(row, runs, same, "_diff_same", confidence)
@@ -250,14 +318,44 @@ def summarise(results: list[Result], reference: str, confidence: float) -> list[
                         confidence,
                     )
         rows.append(row)
+    _holm(rows, confidence, [f"top1_diff_vs_{other}" for other in versus])
     return rows
 
 
-def _paired(row, runs: list[Result], base: dict[int, dict[str, float]], suffix, confidence) -> None:
+def _is_variant(row: dict[str, Any]) -> bool:
+    """An agent variant at its own budget: the rows Holm's correction is taken over."""
+    return row["kind"] == "agent" and not row["policy"].endswith(f"[{SEARCH}]")
+
+
+def _holm(rows: list[dict[str, Any]], confidence: float, extra: Sequence[str] = ()) -> None:
+    """Holm's correction at ``1 - confidence`` over the agent variants' paired differences (over
+    every policy's when the study has no agent), one family per column (``top1_diff``,
+    ``ece_diff``, ``top1_diff_same`` and ``extra``): adds ``<column>_holm_p`` (the adjusted
+    p-value), ``<column>_holm`` (True when the difference survives) and ``<column>_holm_ci``
+    (its interval at its step-down level, see :func:`rlmix.stats.holm_paired`). Policies with
+    one paired seed are left out."""
+    variants = [r for r in rows if _is_variant(r)] or rows
+    for column in [f"{key}_diff" for key in PAIRED] + ["top1_diff_same", *extra]:
+        family = {
+            i: r[column]
+            for i, r in enumerate(rows)
+            if column in r and r[column].n >= 2 and any(r is v for v in variants)
+        }
+        if not family:
+            continue
+        for i, h in holm_paired(family, alpha=1.0 - confidence).items():
+            rows[i][f"{column}_holm_p"] = h.p_adjusted
+            rows[i][f"{column}_holm"] = h.rejected
+            rows[i][f"{column}_holm_ci"] = h.difference
+
+
+def _paired(
+    row, runs: list[Result], base: dict[int, dict[str, float]], suffix, confidence, keys=PAIRED
+) -> None:
     paired = [r for r in runs if r.seed in base]
     if not paired:
         return
-    for key in PAIRED:
+    for key in keys:
         if all(key in r.values and key in base[r.seed] for r in paired):
             row[f"{key}{suffix}"] = paired_difference(
                 [r.values[key] for r in paired], [base[r.seed][key] for r in paired], confidence
@@ -278,6 +376,16 @@ def _diff_cell(d: PairedDifference | None, digits: int = 2) -> str:
     return f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]{mark}"
 
 
+def _holm_cell(row: dict[str, Any], column: str) -> str:
+    """``[+0.12, +0.95] p 0.012*``: the interval at the difference's Holm step-down level and
+    the Holm-adjusted p-value, * when the difference survives the correction."""
+    if f"{column}_holm_p" not in row:
+        return "—"
+    d = row[f"{column}_holm_ci"]
+    mark = "*" if row[f"{column}_holm"] else ""
+    return f"[{d.low:+.2f}, {d.high:+.2f}] p {row[f'{column}_holm_p']:.2g}{mark}"
+
+
 def _trains_on(row: dict[str, Any]) -> str:
     if "train_images_mean" not in row:
         return "n/a"
@@ -289,7 +397,13 @@ def _gain_rewards(rows: list[dict[str, Any]]) -> list[str]:
     return sorted(k[len("gain_") : -len("_run_ci")] for k in keys)
 
 
-def to_markdown(rows: list[dict[str, Any]], title: str, reference: str, confidence: float) -> str:
+def to_markdown(
+    rows: list[dict[str, Any]],
+    title: str,
+    reference: str,
+    confidence: float,
+    versus: Sequence[str] = (),
+) -> str:
     level = f"{100 * confidence:g} %"
     present = [m for m in METRICS if any(f"{m[0]}_mean" in r for r in rows)]
     gains = _gain_rewards(rows)
@@ -298,9 +412,12 @@ def to_markdown(rows: list[dict[str, Any]], title: str, reference: str, confiden
     for key, name, _ in present:
         head.append(name)
         if key in PAIRED:
-            head.append(f"Δ {key} vs {reference} [{level} CI]")
+            head += [f"Δ {key} vs {reference} [{level} CI]", f"Holm, Δ {key}"]
             if same and key == "top1":
-                head.append(f"Δ top1 vs {reference}, same training set")
+                head += [f"Δ top1 vs {reference}, same training set", "Holm, same training set"]
+            if key == "top1":
+                for other in versus:
+                    head += [f"Δ top1 vs {other} [{level} CI]", f"Holm, Δ top1 vs {other}"]
     head += [f"gain vs random on {g} [{level} CI]" for g in gains]
     head.append("s / epoch")
     lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -311,18 +428,26 @@ def to_markdown(rows: list[dict[str, Any]], title: str, reference: str, confiden
                 _cell((r[f"{key}_mean"], r[f"{key}_std"])) if f"{key}_mean" in r else "n/a"
             )
             if key in PAIRED:
-                cells.append(_diff_cell(r.get(f"{key}_diff")))
+                cells += [_diff_cell(r.get(f"{key}_diff")), _holm_cell(r, f"{key}_diff")]
                 if same and key == "top1":
-                    cells.append(_diff_cell(r.get("top1_diff_same")))
+                    cells += [_diff_cell(r.get("top1_diff_same")), _holm_cell(r, "top1_diff_same")]
+                if key == "top1":
+                    for other in versus:
+                        column = f"top1_diff_vs_{other}"
+                        cells += [_diff_cell(r.get(column)), _holm_cell(r, column)]
         cells += [_diff_cell(r.get(f"gain_{g}_run_ci"), 4) for g in gains]
         cells.append(_cell((r["s_per_epoch_mean"], r["s_per_epoch_std"])))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         f"mean ± std over seeds; Δ: paired difference to {reference} (same seeds), {level} "
-        "Student-t interval, * when it excludes 0. Gain vs random: the policy's reward minus "
-        "that of a uniformly random top-k on the same batches and weights (run mean), with its "
-        "interval over seeds; — where the policy does not score that reward."
+        "Student-t interval, * when it excludes 0. Holm: Holm's step-down correction over the "
+        "agent variants (over every policy when no agent runs) in that column: the Δ's interval "
+        "at its step-down level and its paired t-test p-value adjusted, * when it is ≤ "
+        f"{1 - confidence:.3g} (the difference survives the correction). "
+        "Gain vs random: the policy's reward minus that of a uniformly random top-k on the same "
+        "batches and weights (run mean), with its interval over seeds; — where the policy does "
+        "not score that reward."
     )
     if same:
         lines.append(
@@ -338,6 +463,7 @@ def to_markdown(rows: list[dict[str, Any]], title: str, reference: str, confiden
             "reward (run mean)",
             f"same-batch gain, run [{level} CI]",
             f"same-batch gain, last epoch [{level} CI]",
+            f"search run's gain [{level} CI]",
             f"Δ reward vs {reference}'s run [{level} CI]",
             "entropy, last epoch (% of ln K)",
             "mean q, last epoch",
@@ -353,6 +479,7 @@ def to_markdown(rows: list[dict[str, Any]], title: str, reference: str, confiden
                 _cell((r["reward_run_mean"], r["reward_run_std"]), 4),
                 _diff_cell(r.get(f"gain_{own}_run_ci"), 4) if own else "—",
                 _diff_cell(r.get(f"gain_{own}_last_ci"), 4) if own else "—",
+                _diff_cell(r.get("search_gain_run_ci"), 4),
                 _diff_cell(r.get("reward_run_diff"), 4),
                 _cell((r["entropy_frac_last_mean"], r["entropy_frac_last_std"])),
                 _cell((r["mean_q_last_mean"], r["mean_q_last_std"])),
@@ -364,6 +491,13 @@ def to_markdown(rows: list[dict[str, Any]], title: str, reference: str, confiden
             f"Δ reward vs {reference}'s run compares the rewards of two different classifier "
             "trajectories (the gain columns compare the same batches)."
         )
+        if any("search_top1_mean" in r for r in agents):
+            lines.append(
+                f"A transfer row (with a [{SEARCH}] row) is a fresh classifier trained on the "
+                "whole budget, mixed by its search run's frozen policy (sampled); its own gain "
+                "is scored on the search reward where that reward needs no held-out data, and "
+                "is — where it does."
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -444,14 +578,21 @@ def compare(
     threads: int | None = None,
     resume: bool = False,
     progress: bool = True,
+    counterfactual_every: int = 1,
+    versus: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Run (or continue) every (arm, seed), write the tables and plots; returns the summary
     rows."""
     specs = agent_specs(rewards, agents, cfg.env.reward)
     _check(cfg, policies, seeds, specs, reference, jobs, confidence)
+    if counterfactual_every < 1:
+        raise ConfigError(f"--counterfactual-every must be >= 1 (got {counterfactual_every})")
+    missing = [v for v in versus if v not in policies or v == "agent"]
+    if missing:
+        raise ConfigError(f"--versus {missing[0]}: name a fixed policy that --policies runs")
     if reference not in policies:
         policies = [*policies, reference]
-    study_arms = arms(cfg, policies, specs, reference)
+    study_arms = arms(cfg, policies, specs, reference, counterfactual_every)
     study_jobs = make_jobs(cfg, study_arms, seeds, out)  # validates every arm's config
     check_writable(out)
     resumed = open_study(out, manifest(cfg, study_arms, seeds, reference), resume=resume)
@@ -475,13 +616,15 @@ def compare(
         )
     finally:
         bar.close()
-    rows = summarise(results, reference, confidence)
+    results = with_searches(results)
+    rows = summarise(results, reference, confidence, versus)
     where = f"{jobs} job{'s' if jobs > 1 else ''}" if launcher == "local" else launcher
     title = (
         f"{cfg.data.name} / {cfg.model.name}, {cfg.trainer.epochs} epochs, seeds {seeds} "
         f"({time.perf_counter() - start:.0f} s{' this time' if resumed else ''}, {where})"
     )
-    atomic_write_text(out / "results.md", to_markdown(rows, title, reference, confidence))
+    table = to_markdown(rows, title, reference, confidence, versus)
+    atomic_write_text(out / "results.md", table)
     atomic_write_text(out / "runs.csv", runs_csv(results))
     atomic_write_text(out / "summary.csv", summary_csv(rows))
     _plots(results, out)
@@ -523,6 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out = None
     cfg = load_config(args.config, overrides_from_args(args))
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    versus = [p.strip() for p in args.versus.split(",") if p.strip()]
     rows = compare(
         cfg,
         policies,
@@ -538,8 +682,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         resume=args.resume,
         progress=not args.no_progress,
+        counterfactual_every=args.counterfactual_every,
+        versus=versus,
     )
-    print(to_markdown(rows, "results", args.reference, args.confidence))
+    print(to_markdown(rows, "results", args.reference, args.confidence, versus))
     print(f"tables: {out / 'results.md'}, {out / 'runs.csv'}, {out / 'summary.csv'}")
     print(f"plots: {out / 'accuracy.png'}, {out / 'ece.png'}")
     return 0

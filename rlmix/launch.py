@@ -41,7 +41,10 @@ def _on_device(job: Job, device: str | None) -> Job:
     if device is None or job.cfg.trainer.device not in ("auto", "cuda"):
         return job
     trainer = dataclasses.replace(job.cfg.trainer, device=device)
-    return dataclasses.replace(job, cfg=dataclasses.replace(job.cfg, trainer=trainer))
+    search = None if job.search is None else _on_device(job.search, device)
+    return dataclasses.replace(
+        job, cfg=dataclasses.replace(job.cfg, trainer=trainer), search=search
+    )
 
 
 def _devices(jobs: int) -> list[str | None]:

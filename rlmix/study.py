@@ -41,12 +41,16 @@ class AgentSpec:
     """One agent arm: a reward and agent settings, labelled ``agent[name]`` in the tables.
 
     Parsed from ``NAME:REWARD[,KEY=VALUE...]`` (``--agent``), e.g.
-    ``diff:val_grad_align,agent.baseline=counterfactual``; ``--reward R`` is ``R:R``.
+    ``diff:val_grad_align,agent.baseline=counterfactual``; ``--reward R`` is ``R:R``. The
+    option ``transfer=true`` makes it search-then-transfer: per seed, the agent learns (the
+    search run, holding out what its reward reads), then a fresh classifier trains on the whole
+    budget mixed by the search run's frozen policy (the transfer run, the arm's row).
     """
 
     name: str
     reward: str
     overrides: tuple[str, ...] = ()
+    transfer: bool = False
 
     @classmethod
     def parse(cls, text: str) -> AgentSpec:
@@ -60,17 +64,28 @@ class AgentSpec:
         bad = [p for p in parts[1:] if "=" not in p]
         if bad:
             raise ConfigError(f"--agent '{text}': '{bad[0]}' is not a KEY=VALUE override")
-        return cls(name.strip(), parts[0], tuple(parts[1:]))
+        overrides, transfer = [], False
+        for part in parts[1:]:
+            key, _, value = part.partition("=")
+            if key.strip() != "transfer":
+                overrides.append(part)
+            elif value.strip().lower() in ("true", "false"):
+                transfer = value.strip().lower() == "true"
+            else:
+                raise ConfigError(f"--agent '{text}': transfer must be true or false")
+        return cls(name.strip(), parts[0], tuple(overrides), transfer)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One run of a study."""
+    """One run of a study. A transfer run (``search`` set) applies the frozen policy of its
+    search run, which runs first in the same task (:func:`run_job`)."""
 
     label: str  # "rmix", "agent[grad_cosine]", "rmix[held-out]"
     policy: str
     seed: int
     cfg: Config
+    search: Job | None = None
 
     @property
     def reward(self) -> str:
@@ -93,6 +108,7 @@ class Result:
     history: list[dict[str, Any]]
     epoch_times: list[float]
     data: dict[str, int] = field(default_factory=dict)
+    search: Result | None = None  # a transfer run's search run
 
     @functools.cached_property
     def values(self) -> dict[str, float]:
@@ -130,6 +146,14 @@ def run_values(result: Result) -> dict[str, float]:
         out["q_std_last"] = last["policy_q_std"]
     out.update({k: float(v) for k, v in result.data.items()})
     out["s_per_epoch"] = sum(result.epoch_times) / max(len(result.epoch_times), 1)
+    if result.search is not None:
+        search = result.search.values
+        for span in ("run", "last"):
+            key = f"gain_{result.search.reward}_{span}"
+            if key in search:
+                out[f"search_gain_{span}"] = search[key]
+        out["search_top1"] = search.get("top1", float("nan"))
+        out["search_s_per_epoch"] = search["s_per_epoch"]
     return out
 
 
@@ -175,23 +199,25 @@ def read_result(job: Job) -> Result:
 
 
 def run_job(job: Job, threads: int | None = None) -> Result:
-    """Run (or finish, or read back) one run in this process with ``threads`` torch threads."""
-    if state_of(job) == "done":
-        return read_result(job)
-    import torch
+    """Run (or finish, or read back) one run in this process with ``threads`` torch threads;
+    a transfer run's search run first."""
+    search = None if job.search is None else run_job(job.search, threads)
+    if state_of(job) != "done":
+        import torch
 
-    from rlmix.train import train_fixed
-    from rlmix.train_agent import train_agent
+        from rlmix.train import train_fixed
+        from rlmix.train_agent import train_agent
 
-    train = train_agent if job.policy == "agent" else train_fixed
-    resume = state_of(job) == "partial"
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    try:
-        train(dataclasses.replace(job.cfg, policy=job.policy), resume=resume, progress=False)
-    finally:
-        torch.set_num_threads(before)
-    return read_result(job)
+        learns = job.policy == "agent" and job.search is None
+        train = train_agent if learns else train_fixed
+        resume = state_of(job) == "partial"
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            train(dataclasses.replace(job.cfg, policy=job.policy), resume=resume, progress=False)
+        finally:
+            torch.set_num_threads(before)
+    return dataclasses.replace(read_result(job), search=search)
 
 
 def manifest(cfg: Config, arms: list[dict[str, Any]], seeds: list[int], reference: str) -> dict:

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from rlmix.compare import arms, compare, make_jobs
+from rlmix.config import load_config
 from rlmix.errors import ConfigError
 from rlmix.stats import paired_difference
 from rlmix.study import AgentSpec, run_job
@@ -74,6 +75,12 @@ def test_jobs_run_in_parallel_processes(tiny_config, tmp_path):
             {"rewards": ["val_loss_drop"], "policies": ["agent"]},
             r"--reward val_loss_drop needs a held-out split",
         ),
+        ({"counterfactual_every": 0}, r"--counterfactual-every must be >= 1 \(got 0\)"),
+        ({"versus": ["cutmix_plus"]}, r"--versus cutmix_plus: name a fixed policy that --policies"),
+        (
+            {"agents": ["t:teach,transfer=maybe"], "policies": ["agent"]},
+            r"--agent 't:teach,transfer=maybe': transfer must be true or false",
+        ),
     ],
 )
 def test_compare_argument_errors(tiny_config, tmp_path, kwargs, match):
@@ -87,3 +94,66 @@ def test_compare_argument_errors(tiny_config, tmp_path, kwargs, match):
             tmp_path,
             **args,
         )
+
+
+def test_search_then_transfer(tiny_config, tmp_path):
+    """A transfer arm runs the agent's search (holding out what its reward reads), then a fresh
+    classifier on the whole budget mixed by the search's frozen policy: the same run as
+    ``rlmix.train --policy agent`` on that agent file and seed."""
+    from rlmix.train import train_fixed
+
+    cfg = tiny_config(epochs=1, eval_fgsm=False, **{"data.val_size": 50})
+    variant = "v:val_grad_align,transfer=true,agent.baseline=counterfactual"
+    rows = compare(
+        cfg, ["agent", "rmix"], [0], None, tmp_path / "s", agents=[variant], progress=False
+    )
+    by_policy = {r["policy"]: r for r in rows}
+    assert set(by_policy) == {"agent[v]", "agent[v][search]", "rmix"}  # no rmix[held-out]
+    search, transfer = by_policy["agent[v][search]"], by_policy["agent[v]"]
+    assert (search["train_images_mean"], search["held_out_images_mean"]) == (350, 50)
+    assert (transfer["train_images_mean"], transfer["held_out_images_mean"]) == (400, 0)
+    assert transfer["search_gain_run_mean"] == search["gain_val_grad_align_run_mean"]
+    assert "gain_val_grad_align_run_mean" not in transfer  # it would need held-out data
+    table = (tmp_path / "s" / "results.md").read_text()
+    assert "search run's gain" in table and "A transfer row" in table
+    agent_file = tmp_path / "s" / "agent_v_search" / "seed0" / "agent.zip"
+    by_hand = load_config(
+        cfg.to_dict(),
+        {
+            "policy": "agent",
+            "frozen_agent.path": str(agent_file),
+            "env.reward": "none",
+            "out": str(tmp_path / "h"),
+        },
+    )
+    metrics = train_fixed(by_hand, progress=False)
+    saved = json.loads((tmp_path / "s" / "agent_v" / "seed0" / "metrics.json").read_text())
+    assert metrics["final"] == saved["final"]
+    assert metrics["epochs"] == saved["epochs"]
+
+
+def test_a_transfer_run_scores_its_reward_when_it_needs_no_held_out_data(tiny_config, tmp_path):
+    cfg = tiny_config(epochs=1, eval_fgsm=False)
+    rows = compare(
+        cfg,
+        ["agent", "rmix", "cutmix_plus"],
+        [0, 1],
+        None,
+        tmp_path,
+        agents=["h:hardness,transfer=true", "t:teach"],
+        versus=["cutmix_plus"],
+        counterfactual_every=2,
+        progress=False,
+    )
+    by_policy = {r["policy"]: r for r in rows}
+    assert "gain_hardness_run_ci" in by_policy["agent[h]"]
+    assert "top1_diff_vs_cutmix_plus" in by_policy["agent[t]"]
+    # Holm's family is the agent variants (not the search row, not the fixed policies)
+    assert (
+        "top1_diff_holm_p" in by_policy["agent[h]"] and "top1_diff_holm_p" in by_policy["agent[t]"]
+    )
+    assert "top1_diff_holm_p" not in by_policy["agent[h][search]"]
+    assert "top1_diff_holm_p" not in by_policy["cutmix_plus"]
+    study = json.loads((tmp_path / "study.json").read_text())
+    every = {a["label"]: a["counterfactual_every"] for a in study["arms"]}
+    assert every == {"agent[h]": 2, "agent[t]": 2, "rmix": 2, "cutmix_plus": None}
