@@ -43,6 +43,7 @@ def test_registry_lists_datasets_and_options():
         "cifar10",
         "cifar100",
         "fashion_mnist",
+        "hf",
         "imagefolder",
         "mnist",
         "shapes",

@@ -2,11 +2,11 @@
 
 ``load_dataset(name, root=..., download=..., seed=..., **options)`` returns ``(train, test, info)``
 for ``"shapes"`` (embedded, generated), ``"cifar10"``, ``"cifar100"``, ``"fashion_mnist"``,
-``"mnist"`` and ``"imagefolder"``; :func:`carve` takes a held-out split and a class-balanced
-subset out of a training split.
+``"mnist"``, ``"imagefolder"`` and ``"hf"`` (Hugging Face); :func:`carve` takes a held-out split
+and a class-balanced subset out of a training split.
 """
 
-from rlmix.data import cifar, imagefolder, mnist, shapes  # noqa: F401  (builders register)
+from rlmix.data import cifar, hf, imagefolder, mnist, shapes  # noqa: F401  (builders register)
 from rlmix.data.base import (
     DatasetInfo,
     ImageTensors,
