@@ -420,7 +420,19 @@ def load_config(
         data = _merge(data, update)
     cfg = _build(Config, data, "")
     _check_ranges(cfg)
+    _check_model_name(cfg.model.name)
     return cfg
+
+
+def _check_model_name(name: str) -> None:
+    """A built-in model, ``package.module:function`` or ``timm/<name>``; such a model takes any
+    ``model.options`` (its constructor checks them when the run builds it)."""
+    from rlmix.models import check_model_name  # imports torch: keep importing config.py light
+
+    try:
+        check_model_name(name)
+    except ValueError as e:
+        raise ConfigError(f"config key 'model.name': {e}") from e
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:

@@ -19,6 +19,7 @@ Localisation (:func:`cam_localization`) comes in the two usual flavours:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -419,6 +420,7 @@ def collect(
     all_logits: list[torch.Tensor] = []
     all_labels: list[torch.Tensor] = []
     rec = EvalRecords(torch.empty(0, 0, dtype=torch.float64), torch.empty(0, dtype=torch.long))
+    cam_missing = getattr(model, "cam_unavailable", None)  # why a wrapped user model has no CAMs
     with _eval_mode(model):
         for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
             if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
@@ -428,6 +430,9 @@ def collect(
             _check_images(x)
             _check_batch_labels(x, y)
             rec.boxless += boxes is None
+            if localization and boxes is not None and cam_missing is not None:
+                warnings.warn(f"CAM localisation skipped: {cam_missing}", stacklevel=2)
+                localization = False
             if localization and boxes is not None:
                 logits, hits = _localization_pass(model, x, y, boxes, 0.5, 0.15, False)
                 rec.loc_hits += int(hits.sum().item())
@@ -485,7 +490,8 @@ def evaluate(model: nn.Module, loader: Iterable, **options: Any) -> dict[str, fl
         loader: any iterable of batches (e.g. ``rlmix.data.BatchLoader`` or a list).
         **options: those of :func:`collect`: ``fgsm`` (also compute the FGSM error rate at
             ``eps``, pixel units), ``localization`` (GT-known CAM localisation accuracy, IoU >=
-            0.5, when the loader yields boxes; needs a :class:`rlmix.models.base.Classifier`),
+            0.5, when the loader yields boxes; needs a :class:`rlmix.models.base.Classifier`;
+            skipped with a warning for a wrapped user model whose ``cam_unavailable`` says why),
             ``progress`` and ``desc`` (a tqdm bar), ``device`` (default: the model's).
 
     Returns:

@@ -183,7 +183,12 @@ class Trainer:
         options = {"in_chans": info.channels, **cfg.model.options}
         try:
             model = create_model(
-                cfg.model.name, info.num_classes, mean=info.mean, std=info.std, **options
+                cfg.model.name,
+                info.num_classes,
+                mean=info.mean,
+                std=info.std,
+                image_size=info.image_size,
+                **options,
             ).to(self.device)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"model: {e}") from e

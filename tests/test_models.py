@@ -62,7 +62,10 @@ def test_list_models_sorted_and_complete():
 
 def test_unknown_model_lists_valid_names():
     valid = re.escape(", ".join(list_models()))
-    with pytest.raises(ValueError, match=rf"unknown model 'resnet19'; choose one of: {valid}$"):
+    hint = re.escape(" or package.module:function or timm/<name>")
+    with pytest.raises(
+        ValueError, match=rf"unknown model 'resnet19'; choose one of: {valid}{hint}$"
+    ):
         create_model("resnet19", 10)
 
 
