@@ -13,7 +13,7 @@ Loading rebuilds the network (:class:`agents.policy.PerImagePolicy`) or the PPO 
 (:func:`agents.ppo.make_ppo`) from the settings and copies the tensors in; nothing from a file is
 ever unpickled. A Stable-Baselines3 zip (rlmix < 0.2), a checkpoint that embeds one, or a file
 whose JSON carries serialized objects is refused with one line that names the conversion
-command for a trusted file: ``python -m agents.convert PATH --trust``.
+command for a trusted file: ``python -m rlmix.convert PATH --trust``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ PPO_KEYS = (
 
 def _convert_hint(path: str | Path) -> str:
     return (
-        f"if you trust it, convert it once with: python -m agents.convert {path} --trust "
+        f"if you trust it, convert it once with: python -m rlmix.convert {path} --trust "
         "(that unpickles it)"
     )
 

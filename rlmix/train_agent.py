@@ -106,7 +106,7 @@ def _agent_entry(run: Run) -> dict[str, Any]:
         path = run.out / "checkpoint.pt"
         raise ConfigError(
             f"checkpoint '{path}' holds its agent as a Stable-Baselines3 zip, which runs code "
-            f"when loaded; if you trust it, convert it once with: python -m agents.convert "
+            f"when loaded; if you trust it, convert it once with: python -m rlmix.convert "
             f"{path} --trust"
         )
     return entry

@@ -3,7 +3,7 @@
 Crafted files (a Stable-Baselines3 zip whose pickled settings would write a file, JSON that
 carries serialized objects, weights that are not plain tensors, an rlmix 0.1 checkpoint with a
 pickled agent inside) are refused by ``--policy agent``, ``AgentMix.load`` and ``--resume``
-with one line, and nothing runs; ``agents.convert --trust`` converts a trusted old file.
+with one line, and nothing runs; ``rlmix.convert --trust`` converts a trusted old file.
 """
 
 import base64
@@ -11,6 +11,8 @@ import copy
 import io
 import json
 import pickle
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -19,11 +21,11 @@ import pytest
 import torch
 
 from agents import AgentMix, load_policy
-from agents.convert import main as convert_main
 from agents.serialize import SETTINGS_NAME, WEIGHTS_NAME
 from envs import MixupEnv
 from rlmix.checkpoints import load_checkpoint, save_checkpoint
 from rlmix.cli import run_main
+from rlmix.convert import main as convert_main
 from rlmix.errors import ConfigError
 from rlmix.train import main as train_main
 from rlmix.train_agent import main as agent_main
@@ -127,7 +129,7 @@ def test_a_pickled_sb3_zip_is_refused_everywhere_and_runs_nothing(
     evil = _sb3_zip(tmp_path, payload=marker)
     code = run_main(train_main, _frozen_args(tiny_cli_args, tmp_path, evil))
     _one_error_line(capsys, code, 2, "is a Stable-Baselines3 zip, whose settings are pickled")
-    with pytest.raises(ConfigError, match=r"python -m agents.convert .*evil.zip --trust"):
+    with pytest.raises(ConfigError, match=r"python -m rlmix.convert .*evil.zip --trust"):
         AgentMix.load(evil)
     # an rlmix 0.1 checkpoint: the agent's SB3 zip as bytes inside
     old = tmp_path / "old_run"
@@ -187,6 +189,22 @@ def test_convert_a_trusted_old_agent(tmp_path, capsys):
     assert settings["ppo"]["n_steps"] == 8
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(policy.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_the_old_command_name_still_converts_and_the_agent_layer_imports_no_command(tmp_path):
+    old, new = _sb3_zip(tmp_path), tmp_path / "new.zip"
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "agents.convert", str(old), str(new), "--trust"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"converted agent file {old} -> {new}\n"
+    assert load_policy(new)[1]["ppo"]["n_steps"] == 8
+    probe = (
+        "import sys, agents.convert; "
+        "print('rlmix.cli' in sys.modules, 'rlmix.convert' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, "False False\n"), proc.stderr
 
 
 def test_agent_mix_equals_the_frozen_agent_in_the_env(trained, tiny_config):
