@@ -42,24 +42,9 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (
-    Target,
-    add_common_args,
-    add_models_arg,
-    epoch_runner,
-    format_table,
-    header_line,
-    main_of,
-    medians,
-    new_parser,
-    parse,
-    report,
-    spread,
-    time_alternating,
-)
+from benchmarks import common
 from rlmix.config import Config, load_config, parse_override
 from rlmix.errors import RlmixError
-from rlmix.models import list_models
 
 NAME = "env"
 RLMIX_LIMIT = 1.15  # RL-Mix epoch / R-Mix epoch
@@ -69,22 +54,12 @@ FORWARD_REWARD = "val_grad_align"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = new_parser(
+    p = common.env_parser(
         "bench_env",
         "Median time of an environment epoch with plain training, the R-Mix random "
         "policy and the RL-Mix PPO agent (update included), same config, one process.",
     )
-    add_models_arg(p, "resnet_tiny,preactresnet18:2", short_epochs=True)
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override applied to every variant, e.g. --set trainer.batch_size=50 "
-        "(repeatable)",
-    )
-    add_common_args(
+    common.add_common_args(
         p,
         repeats=None,
         warmup=1,
@@ -92,56 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
         repeats_help="(default 3 on a CPU, 5 on CUDA)",
     )
     return p
-
-
-def parse_models(text: str) -> list[tuple[str, int | None]]:
-    """``"a,b:2"`` -> ``[("a", None), ("b", 2)]``; raises ValueError on a bad entry."""
-    out: list[tuple[str, int | None]] = []
-    for item in (s.strip() for s in text.split(",")):
-        if not item:
-            continue
-        name, _, steps = item.partition(":")
-        if name not in list_models():
-            raise ValueError(f"unknown model '{name}'; choose from {', '.join(list_models())}")
-        if steps and (not steps.isdigit() or int(steps) < 2):
-            raise ValueError(f"'{item}': the step count after ':' must be an integer >= 2")
-        out.append((name, int(steps) if steps else None))
-    if not out:
-        raise ValueError("no model given")
-    return out
-
-
-def base_config(
-    model: str,
-    short_steps: int | None,
-    args: argparse.Namespace,
-    device: torch.device,
-    data_root: str,
-) -> Config:
-    """The embedded default with the model, device and (short epochs) size overrides."""
-    overrides: dict[str, Any] = {
-        "model.name": model,
-        "trainer.device": str(device),
-        "trainer.amp": bool(args.amp),
-    }
-    if short_steps is not None:
-        b = load_config(None).trainer.batch_size
-        for text in args.overrides:  # a --set batch size decides the split size
-            key, value = parse_override(text)
-            if key in ("trainer.batch_size", "batch_size"):
-                b = int(value)
-        overrides.update(
-            {
-                "data.root": data_root,
-                "data.options": {"train_size": short_steps * b, "test_size": b},
-                "data.val_size": 0,
-                "trainer.epochs": 10_000,
-                "env.eval_every": 10_000,
-                "agent.n_steps": short_steps,
-            }
-        )
-    overrides.update(dict(parse_override(o) for o in args.overrides))
-    return load_config(None, overrides)
 
 
 def _variant_configs(cfg: Config) -> dict[str, tuple[str, Config]]:
@@ -169,7 +94,7 @@ def make_runners(cfg: Config) -> tuple[dict[str, Callable[[], object]], dict[str
     """One epoch-running function per variant, each with its own env; and shared facts."""
     runners, model = {}, None
     for name, (kind, variant_cfg) in _variant_configs(cfg).items():
-        runners[name], algo = epoch_runner(kind, variant_cfg)
+        runners[name], algo = common.epoch_runner(kind, variant_cfg)
         if name == "rlmix":
             model = algo
     update_s: list[float] = []
@@ -190,19 +115,19 @@ def bench_model(
     """Median epoch times (s) of every variant for one model, and the ratios to R-Mix."""
     repeats = args.repeats if args.repeats is not None else (5 if device.type == "cuda" else 3)
     with tempfile.TemporaryDirectory(prefix="rlmix-bench-") as root:
-        cfg = base_config(model, short_steps, args, device, root)
+        cfg = common.env_config(model, short_steps, args, device, root)
         runners, facts = make_runners(cfg)
         steps = facts["steps"]
         if short_steps is not None and steps != short_steps:
             raise RlmixError(f"expected {short_steps} steps per epoch, the config gives {steps}")
-        samples_ms = time_alternating(
+        samples_ms = common.time_alternating(
             runners,
             repeats=repeats,
             warmup=args.warmup,
             device=device,
             progress=lambda i: print(f"    repeat {i + 1}/{args.warmup + repeats}", flush=True),
         )
-    med = {k: v / 1e3 for k, v in medians(samples_ms).items()}
+    med = {k: v / 1e3 for k, v in common.medians(samples_ms).items()}
     updates = facts["ppo_update_s"][args.warmup :]
     update_s = sorted(updates)[len(updates) // 2] if updates else float("nan")
     return {
@@ -220,7 +145,7 @@ def bench_model(
         "cf_share_fwd": med["rlmix_fwd_cf"] / med["rlmix_fwd"] - 1.0,
         "vanilla_ratio": med["vanilla"] / med["rmix"],
         "rmix_over_vanilla": med["rmix"] / med["vanilla"],
-        "spread": {k: spread(v) for k, v in samples_ms.items()},
+        "spread": {k: common.spread(v) for k, v in samples_ms.items()},
         "samples_s": {k: [t / 1e3 for t in v] for k, v in samples_ms.items()},
     }
 
@@ -257,48 +182,39 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
     ]
 
 
-def targets_for(rows: list[dict]) -> list[Target]:
-    out = []
-    for r in rows:
-        out.append(
-            Target(f"RL-Mix epoch / R-Mix epoch, {r['model']}", r["rlmix_ratio"], RLMIX_LIMIT)
-        )
-        out.append(
-            Target(
-                f"counterfactual / RL-Mix epoch, gradient reward, {r['model']}",
-                r["cf_share"],
-                CF_LIMITS["rlmix"],
-                unit="of the epoch",
-            )
-        )
-        out.append(
-            Target(
-                f"counterfactual / RL-Mix epoch, forward-only reward, {r['model']}",
-                r["cf_share_fwd"],
-                CF_LIMITS["rlmix_fwd"],
-                unit="of the epoch",
-            )
-        )
-    return out
+# (what, result key, limit, unit) of the targets, checked for every model
+TARGETS = (
+    ("RL-Mix epoch / R-Mix epoch", "rlmix_ratio", RLMIX_LIMIT, "x"),
+    ("counterfactual / RL-Mix epoch, gradient reward", "cf_share", CF_LIMITS["rlmix"], "of the epoch"),
+    ("counterfactual / RL-Mix epoch, forward-only reward", "cf_share_fwd", CF_LIMITS["rlmix_fwd"], "of the epoch"),
+)  # fmt: skip
+
+
+def targets_for(rows: list[dict]) -> list[common.Target]:
+    return [
+        common.Target(f"{what}, {r['model']}", r[key], limit, unit=unit)
+        for r in rows
+        for what, key, limit, unit in TARGETS
+    ]
 
 
 def run(args: argparse.Namespace, device: torch.device) -> dict:
     """Run the benchmark, print its table and targets; returns the results."""
-    models = parse_models(args.models)
-    print(f"[env] {header_line(device)}", flush=True)
+    models = common.parse_models(args.models)
+    print(f"[env] {common.header_line(device)}", flush=True)
     rows = []
     for name, short in models:
         print(f"  {name}{'' if short is None else f' ({short}-step epochs)'}:", flush=True)
         rows.append(bench_model(name, short, args, device))
-    table = format_table(HEADERS, table_rows(rows), left=2)
-    return report(NAME, args, device, table, rows, targets_for(rows))
+    table = common.format_table(HEADERS, table_rows(rows), left=2)
+    return common.report(NAME, args, device, table, rows, targets_for(rows))
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p, args, device = parse(build_parser, argv)
+    p, args, device = common.parse(build_parser, argv)
     try:
-        parse_models(args.models)
+        common.parse_models(args.models)
         for text in args.overrides:
             parse_override(text)
     except (ValueError, RlmixError) as e:
@@ -306,7 +222,7 @@ def execute(argv: list[str] | None = None) -> dict:
     return run(args, device)
 
 
-main = main_of(execute)
+main = common.main_of(execute)
 
 
 if __name__ == "__main__":

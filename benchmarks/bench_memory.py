@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -35,18 +34,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import (
-    Target,
-    add_common_args,
-    add_models_arg,
-    epoch_runner,
-    format_table,
-    header_line,
-    main_of,
-    new_parser,
-    parse,
-    report,
-)
+from benchmarks import common
 
 NAME = "memory"
 VARIANTS = ("vanilla", "rmix", "rlmix")
@@ -54,25 +42,16 @@ LIMIT = 1.3  # RL-Mix peak / R-Mix peak
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = new_parser(
+    p = common.env_parser(
         "bench_memory",
         "Peak memory (MiB) of plain training, R-Mix and RL-Mix, each variant in a "
         "fresh subprocess running the same epochs through the environment.",
     )
-    add_models_arg(p, "resnet_tiny,preactresnet18:2", short_epochs=True)
     p.add_argument("--epochs", type=int, default=1, help="epochs per process (default 1)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override applied to every variant (repeatable)",
-    )
     p.add_argument("--timeout", type=float, default=600, help="seconds per process (default 600)")
     p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
-    add_common_args(
+    common.add_common_args(
         p,
         repeats=1,
         warmup=0,
@@ -102,13 +81,11 @@ def worker(args: argparse.Namespace, device: torch.device) -> dict:
     """Runs inside the subprocess: build one variant, run its epochs, measure."""
     import tempfile
 
-    from benchmarks.bench_env import base_config, parse_models
-
-    ((model, short),) = parse_models(args.model)
+    ((model, short),) = common.parse_models(args.model)
     with tempfile.TemporaryDirectory(prefix="rlmix-bench-") as root:
-        cfg = base_config(model, short, args, device, root)
+        cfg = common.env_config(model, short, args, device, root)
         start = time.perf_counter()
-        epoch, _ = epoch_runner(args.worker, cfg)
+        epoch, _ = common.epoch_runner(args.worker, cfg)
         setup = rss_mib("VmRSS")
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -149,22 +126,19 @@ def spawn(variant: str, model: str, args: argparse.Namespace) -> dict:
         cmd += ["--threads", str(args.threads)]
     for o in args.overrides:
         cmd += ["--set", o]
-    env = {**os.environ, "PYTHONPATH": _pythonpath()}
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=args.timeout, env=env, check=False
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=args.timeout,
+        env=common.subprocess_env(),
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(
             f"memory worker {variant}/{model} failed ({proc.returncode}):\n{proc.stderr[-2000:]}"
         )
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _pythonpath() -> str:
-    """This checkout first, so the worker imports the same code."""
-    root = str(Path(__file__).resolve().parent.parent)
-    rest = os.environ.get("PYTHONPATH", "")
-    return root + (os.pathsep + rest if rest else "")
 
 
 def _median_run(runs: list[dict]) -> dict:
@@ -190,7 +164,7 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
     ]
 
 
-def targets_for(rows: list[dict]) -> list[Target]:
+def targets_for(rows: list[dict]) -> list[common.Target]:
     by = {(r["model"], r["variant"]): r for r in rows}
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -198,7 +172,7 @@ def targets_for(rows: list[dict]) -> list[Target]:
         if rl is None or rm is None:
             continue
         out.append(
-            Target(
+            common.Target(
                 f"RL-Mix peak RSS / R-Mix peak RSS, {model}",
                 rl["peak_rss_mib"] / rm["peak_rss_mib"],
                 LIMIT,
@@ -206,7 +180,7 @@ def targets_for(rows: list[dict]) -> list[Target]:
         )
         if "cuda_peak_mib" in rl and "cuda_peak_mib" in rm and rm["cuda_peak_mib"] > 0:
             out.append(
-                Target(
+                common.Target(
                     f"RL-Mix CUDA peak / R-Mix CUDA peak, {model}",
                     rl["cuda_peak_mib"] / rm["cuda_peak_mib"],
                     LIMIT,
@@ -217,11 +191,9 @@ def targets_for(rows: list[dict]) -> list[Target]:
 
 def run(args: argparse.Namespace, device: torch.device) -> dict:
     """Spawn every (model, variant) process, print the table and targets; returns the results."""
-    from benchmarks.bench_env import parse_models
-
-    print(f"[memory] {args.epochs} epoch(s) per process, {header_line(device)}", flush=True)
+    print(f"[memory] {args.epochs} epoch(s) per process, {common.header_line(device)}", flush=True)
     rows = []
-    for name, short in parse_models(args.models):
+    for name, short in common.parse_models(args.models):
         model = name if short is None else f"{name}:{short}"
         runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
         for _ in range(args.repeats):
@@ -234,29 +206,27 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
                 )
         for variant in VARIANTS:
             rows.append(_median_run(runs[variant]))
-    table = format_table(HEADERS, table_rows(rows), left=2)
-    return report(NAME, args, device, table, rows, targets_for(rows))
+    table = common.format_table(HEADERS, table_rows(rows), left=2)
+    return common.report(NAME, args, device, table, rows, targets_for(rows))
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p, args, device = parse(build_parser, argv)
+    p, args, device = common.parse(build_parser, argv)
     if args.epochs < 1:
         p.error("--epochs must be >= 1")
     if args.worker:
         result = worker(args, device)
         print(json.dumps(result), flush=True)
         return result
-    from benchmarks.bench_env import parse_models
-
     try:
-        parse_models(args.models)
+        common.parse_models(args.models)
     except ValueError as e:
         p.error(str(e))
     return run(args, device)
 
 
-main = main_of(execute)
+main = common.main_of(execute)
 
 
 if __name__ == "__main__":

@@ -37,32 +37,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from benchmarks.common import (
-    Target,
-    add_common_args,
-    calls_per_sample,
-    format_table,
-    header_line,
-    main_of,
-    make_timer,
-    medians,
-    new_parser,
-    parse,
-    report,
-    spread,
-    time_alternating,
-)
-from rlmix.mixing import (
-    cutmix,
-    mixup,
-    one_hot,
-    rmix,
-    sample_grid,
-    sample_lam,
-    sample_perm,
-    sample_q,
-    topk_masks,
-)
+from benchmarks import common
+from rlmix.mixing import one_hot, rmix, sample_lam, sample_perm, sample_q, topk_masks
 from rlmix.saliency import pool_saliency
 
 NAME = "mix"
@@ -127,7 +103,7 @@ def reference_threshold_rmix(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = new_parser(
+    p = common.new_parser(
         "bench_mix",
         "Median time (ms per call) of the mixing operators alone: rlmix's R-Mix, "
         "CutMix and Mixup, torchvision's v2 CutMix and MixUp, and R-Mix with the reference "
@@ -148,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-step", action="store_true", help="skip the PreActResNet-18 step and its target"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the data and draws (default 0)")
-    add_common_args(p, repeats=7, warmup=1)
+    common.add_common_args(p, repeats=7, warmup=1)
     return p
 
 
@@ -180,50 +156,31 @@ def check_reference(
 
 def bench_size(b: int, s: int, args: argparse.Namespace, device: torch.device) -> dict:
     """Median ms per call of every variant at batch ``b``, side ``s``."""
-    gen = torch.Generator().manual_seed(args.seed)
-    torch.manual_seed(args.seed)  # torchvision draws from the global generator
     n, k = args.num_classes, args.k
     grids = tuple(g for g in (int(t) for t in args.grids.split(",")) if s % g == 0)
-    x = torch.rand(b, 3, s, s, generator=gen).to(device)
-    labels = torch.randint(n, (b,), generator=gen).to(device)
+    x, labels, gen = common.random_batch(b, s, n, args.seed, device)  # seeds torchvision's too
     y = one_hot(labels, n)
     sal = torch.rand(b, s, s, generator=gen).to(device)
     same = check_reference(x, y, sal, grids, k, gen)
     tv_cutmix, tv_mixup = v2.CutMix(num_classes=n), v2.MixUp(num_classes=n)
-
-    def rmix_with(fn: Callable[..., object]) -> Callable[[], object]:
-        def call() -> object:
-            lam = sample_lam(1.0, gen)
-            perm = sample_perm(b, gen, device=device)
-            pooled = pool_saliency(sal, sample_grid(grids, gen))
-            return fn(x, y, pooled, sample_q(b, k, gen).to(device), lam, perm)
-
-        return call
-
-    def ours_cutmix() -> object:
-        lam, perm = sample_lam(1.0, gen), sample_perm(b, gen, device=device)
-        return cutmix(x, y, lam, perm, generator=gen)
-
-    def ours_mixup() -> object:
-        return mixup(x, y, sample_lam(1.0, gen), sample_perm(b, gen, device=device))
-
+    draws = common.MixDraws(x, y, gen, grids, k)
     fns: dict[str, Callable[[], object]] = {
-        "rmix": rmix_with(rmix),
-        "reference": rmix_with(reference_threshold_rmix),
-        "cutmix": ours_cutmix,
-        "mixup": ours_mixup,
+        "rmix": lambda: draws.rmix(sal),
+        "reference": lambda: draws.rmix(sal, reference_threshold_rmix),
+        "cutmix": draws.cutmix,
+        "mixup": draws.mixup,
         "tv_cutmix": lambda: tv_cutmix(x, labels),
         "tv_mixup": lambda: tv_mixup(x, labels),
     }
-    timer = make_timer(device)
+    timer = common.make_timer(device)
     number = {}
     for key, fn in fns.items():  # first call untimed, then one timed call to size the samples
         fn()
-        number[key] = calls_per_sample(timer(fn) / 1e3)
-    samples = time_alternating(
+        number[key] = common.calls_per_sample(timer(fn) / 1e3)
+    samples = common.time_alternating(
         fns, repeats=args.repeats, warmup=args.warmup, device=device, number=number
     )
-    med = medians(samples)
+    med = common.medians(samples)
     return {
         "batch_size": b,
         "side": s,
@@ -234,30 +191,24 @@ def bench_size(b: int, s: int, args: argparse.Namespace, device: torch.device) -
         "cutmix_over_tv_cutmix": med["cutmix"] / med["tv_cutmix"],
         "mixup_over_tv_mixup": med["mixup"] / med["tv_mixup"],
         "calls_per_sample": number,
-        "spread": {key: spread(v) for key, v in samples.items()},
+        "spread": {key: common.spread(v) for key, v in samples.items()},
         "samples_ms": samples,
     }
 
 
 def measure_step_ms(device: torch.device, seed: int = 0) -> float:
-    """Median vanilla PreActResNet-18 training step (ms), batch 100, 32x32, 100 classes."""
-    from rlmix.losses import soft_ce
+    """Median vanilla PreActResNet-18 training step (ms), batch 100, 32x32, 100 classes: the
+    step of :mod:`benchmarks.bench_step`."""
     from rlmix.models import create_model
 
-    torch.manual_seed(seed)
-    model = create_model("preactresnet18", 100).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
-    x = torch.rand(STEP_BATCH, 3, STEP_SIDE, STEP_SIDE, device=device)
-    y = one_hot(torch.randint(100, (STEP_BATCH,), device=device), 100)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        soft_ce(model(x), y).backward()
-        opt.step()
-
+    x, labels, _ = common.random_batch(STEP_BATCH, STEP_SIDE, 100, seed, device)
+    step = common.training_step(create_model("preactresnet18", 100).to(device), device)
+    y = one_hot(labels, 100)
     repeats = 3 if device.type == "cpu" else 20
-    samples = time_alternating({"step": step}, repeats=repeats, warmup=1, device=device)
-    return medians(samples)["step"]
+    samples = common.time_alternating(
+        {"step": lambda: step(x, y)}, repeats=repeats, warmup=1, device=device
+    )
+    return common.medians(samples)["step"]
 
 
 def step_estimate_ms(step_ms: float, b: int, s: int) -> float:
@@ -307,17 +258,19 @@ def table_rows(rows: list[dict], step_ms: float | None) -> list[list[object]]:
     return out
 
 
-def targets_for(rows: list[dict], step_ms: float | None) -> list[Target]:
+def targets_for(rows: list[dict], step_ms: float | None) -> list[common.Target]:
     out = []
     for r in rows:
         b, s = r["batch_size"], r["side"]
-        out.append(Target(f"R-Mix op / tv CutMix, B={b} S={s}", r["rmix_over_tv_cutmix"], TV_LIMIT))
+        out.append(
+            common.Target(f"R-Mix op / tv CutMix, B={b} S={s}", r["rmix_over_tv_cutmix"], TV_LIMIT)
+        )
     if step_ms is not None:
         for r in rows:
             b, s = r["batch_size"], r["side"]
             measured = (b, s) == (STEP_BATCH, STEP_SIDE)
             out.append(
-                Target(
+                common.Target(
                     f"R-Mix op / vanilla PreActResNet-18 step, B={b} S={s}",
                     100 * r["rmix_ms"] / step_estimate_ms(step_ms, b, s),
                     100 * SHARE_LIMIT,
@@ -332,7 +285,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     """Run the benchmark, print its table and targets; returns the results."""
     batches = [int(t) for t in args.batches.split(",")]
     sides = [int(t) for t in args.sides.split(",")]
-    print(f"[mix] ms per call, {header_line(device)}", flush=True)
+    print(f"[mix] ms per call, {common.header_line(device)}", flush=True)
     step_ms = None if args.no_step else args.step_ms
     if step_ms is None and not args.no_step:
         start = time.perf_counter()
@@ -351,14 +304,14 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
                 f"  B={b} S={s}: rmix {r['rmix_ms']:.3g} ms, tv CutMix {r['tv_cutmix_ms']:.3g} ms",
                 flush=True,
             )
-    table = format_table(HEADERS, table_rows(rows, step_ms))
+    table = common.format_table(HEADERS, table_rows(rows, step_ms))
     results = {"step_ms": step_ms, "rows": rows}
-    return report(NAME, args, device, table, results, targets_for(rows, step_ms))
+    return common.report(NAME, args, device, table, results, targets_for(rows, step_ms))
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p, args, device = parse(build_parser, argv)
+    p, args, device = common.parse(build_parser, argv)
     try:
         batches = [int(t) for t in args.batches.split(",")]
         sides = [int(t) for t in args.sides.split(",")]
@@ -373,7 +326,7 @@ def execute(argv: list[str] | None = None) -> dict:
     return run(args, device)
 
 
-main = main_of(execute)
+main = common.main_of(execute)
 
 
 if __name__ == "__main__":

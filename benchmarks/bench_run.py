@@ -14,27 +14,15 @@ Target: <= 180 s (3 minutes) on the 2-core CPU this project is measured on.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.common import (
-    Target,
-    add_common_args,
-    format_table,
-    header_line,
-    main_of,
-    median,
-    new_parser,
-    parse,
-    report,
-)
+from benchmarks import common
 
 NAME = "run"
 LIMIT_S = 180.0
@@ -48,7 +36,7 @@ FIGURES = {  # label in the command's summary -> key
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = new_parser(
+    p = common.new_parser(
         "bench_run",
         "Wall time (s) of `python -m rlmix.train_agent` with no options, run as a "
         "subprocess into a temporary --out directory.",
@@ -56,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=900, help="seconds before a run is killed (default 900)"
     )
-    add_common_args(
+    common.add_common_args(
         p,
         repeats=1,
         warmup=0,
@@ -80,9 +68,8 @@ def run_once(args: argparse.Namespace) -> dict:
             cmd += ["--epochs", str(args.epochs)]
         if args.device != "auto":
             cmd += ["--set", f"trainer.device={args.device}"]
-        env = {**os.environ, "PYTHONPATH": _pythonpath()}
-        if args.threads is not None:
-            env["OMP_NUM_THREADS"] = str(args.threads)
+        threads = {} if args.threads is None else {"OMP_NUM_THREADS": str(args.threads)}
+        env = common.subprocess_env(**threads)
         start = time.perf_counter()
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=args.timeout, env=env, check=False
@@ -103,19 +90,13 @@ def parse_summary(text: str) -> dict[str, float]:
     return out
 
 
-def _pythonpath() -> str:
-    root = str(Path(__file__).resolve().parent.parent)
-    rest = os.environ.get("PYTHONPATH", "")
-    return root + (os.pathsep + rest if rest else "")
-
-
 HEADERS = ("command", "runs", "wall s", "top-1 %", "ECE %", "FGSM err %", "mean reward")
 
 
 def run(args: argparse.Namespace, device: torch.device) -> dict:
     """Time the default run, print the table and target; returns the results."""
     what = "defaults" if args.epochs is None else f"--epochs {args.epochs}"
-    print(f"[run] python -m rlmix.train_agent ({what}), {header_line(device)}", flush=True)
+    print(f"[run] python -m rlmix.train_agent ({what}), {common.header_line(device)}", flush=True)
     for i in range(args.warmup):
         print(f"  warm-up run {i + 1}/{args.warmup}", flush=True)
         run_once(args)
@@ -123,7 +104,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     for i in range(args.repeats):
         runs.append(run_once(args))
         print(f"  run {i + 1}/{args.repeats}: {runs[-1]['wall_s']:.1f} s", flush=True)
-    wall = median([r["wall_s"] for r in runs])
+    wall = common.median([r["wall_s"] for r in runs])
     last = runs[-1]
     row = [
         "python -m rlmix.train_agent" + ("" if args.epochs is None else f" --epochs {args.epochs}"),
@@ -133,20 +114,20 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     ]
     targets = []
     if args.epochs is None:
-        targets.append(Target("default train_agent run, wall time", wall, LIMIT_S, unit="s"))
+        targets.append(common.Target("default train_agent run, wall time", wall, LIMIT_S, unit="s"))
     results = {"wall_s": wall, "runs": runs}
-    return report(NAME, args, device, format_table(HEADERS, [row]), results, targets)
+    return common.report(NAME, args, device, common.format_table(HEADERS, [row]), results, targets)
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p, args, device = parse(build_parser, argv)
+    p, args, device = common.parse(build_parser, argv)
     if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be >= 1")
     return run(args, device)
 
 
-main = main_of(execute)
+main = common.main_of(execute)
 
 
 if __name__ == "__main__":

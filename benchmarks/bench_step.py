@@ -27,25 +27,10 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import (
-    Target,
-    add_common_args,
-    add_models_arg,
-    autocast,
-    format_table,
-    header_line,
-    main_of,
-    medians,
-    new_parser,
-    parse,
-    report,
-    spread,
-    time_alternating,
-)
+from benchmarks import common
 from rlmix import mixing
-from rlmix.losses import soft_ce
 from rlmix.models import create_model, list_models
-from rlmix.saliency import input_saliency, pool_saliency
+from rlmix.saliency import input_saliency
 
 NAME = "step"
 VARIANTS = ("vanilla", "mixup", "cutmix", "rmix", "saliency", "mixing")
@@ -55,12 +40,12 @@ TARGET_MODEL = "preactresnet18"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = new_parser(
+    p = common.new_parser(
         "bench_step",
         "Median training-step time (ms) of vanilla, Mixup, CutMix and R-Mix on one "
         "batch, alternating within each repeat, with the R-Mix saliency and mixing parts.",
     )
-    add_models_arg(p, "resnet_tiny,preactresnet18")
+    common.add_models_arg(p, "resnet_tiny,preactresnet18")
     p.add_argument("--batch-size", type=int, default=100, help="images per step (default 100)")
     p.add_argument("--image-size", type=int, default=32, help="image side S in pixels (default 32)")
     p.add_argument("--num-classes", type=int, default=100, help="classes N (default 100)")
@@ -73,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model mode of the saliency pass (default train)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the data and draws (default 0)")
-    add_common_args(
+    common.add_common_args(
         p,
         repeats=None,
         warmup=None,
@@ -94,60 +79,33 @@ def _plan(args: argparse.Namespace, params: int, device: torch.device) -> tuple[
 
 def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> dict:
     """Median times (ms) of every variant for one model, and the ratios to vanilla."""
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
     b, s, n = args.batch_size, args.image_size, args.num_classes
-    grids = tuple(int(g) for g in args.grids.split(","))
+    x, labels, gen = common.random_batch(b, s, n, args.seed, device)
+    y = mixing.one_hot(labels, n)
     model = create_model(name, n).to(device)
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.SGD(
-        model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4
-    )
-    x = torch.rand(b, 3, s, s, generator=gen).to(device)
-    labels = torch.randint(n, (b,), generator=gen).to(device)
-    y = mixing.one_hot(labels, n)
     amp = bool(getattr(args, "amp", False))
-
-    def train_step(x_in: torch.Tensor, y_in: torch.Tensor) -> None:
-        model.train()
-        opt.zero_grad(set_to_none=True)
-        with autocast(device, amp):
-            logits = model(x_in)
-        soft_ce(logits.float(), y_in).backward()
-        opt.step()
+    train_step = common.training_step(model, device, amp)
+    grids = tuple(int(g) for g in args.grids.split(","))
+    draws = common.MixDraws(x, y, gen, grids, args.k)
 
     def saliency() -> torch.Tensor:
-        with autocast(device, amp):
+        with common.autocast(device, amp):
             sal = input_saliency(model, x, labels, mode=args.saliency_mode)[0]
         return sal.float()
-
-    def mix_rmix(sal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lam = mixing.sample_lam(1.0, gen)
-        perm = mixing.sample_perm(b, gen, device=device)
-        pooled = pool_saliency(sal, mixing.sample_grid(grids, gen))
-        return mixing.rmix(x, y, pooled, mixing.sample_q(b, args.k, gen).to(device), lam, perm)
-
-    def mix_mixup() -> tuple[torch.Tensor, torch.Tensor]:
-        return mixing.mixup(
-            x, y, mixing.sample_lam(1.0, gen), mixing.sample_perm(b, gen, device=device)
-        )
-
-    def mix_cutmix() -> tuple[torch.Tensor, torch.Tensor]:
-        lam, perm = mixing.sample_lam(1.0, gen), mixing.sample_perm(b, gen, device=device)
-        return mixing.cutmix(x, y, lam, perm, generator=gen)
 
     fixed_sal = saliency()
     timed: dict[str, Callable[[], object]] = {
         "vanilla": lambda: train_step(x, y),
-        "mixup": lambda: train_step(*mix_mixup()),
-        "cutmix": lambda: train_step(*mix_cutmix()),
-        "rmix": lambda: train_step(*mix_rmix(saliency())),
+        "mixup": lambda: train_step(*draws.mixup()),
+        "cutmix": lambda: train_step(*draws.cutmix()),
+        "rmix": lambda: train_step(*draws.rmix(saliency())),
         "saliency": saliency,
-        "mixing": lambda: mix_rmix(fixed_sal),
+        "mixing": lambda: draws.rmix(fixed_sal),
     }
     repeats, warmup = _plan(args, params, device)
-    samples = time_alternating(timed, repeats=repeats, warmup=warmup, device=device)
-    med = medians(samples)
+    samples = common.time_alternating(timed, repeats=repeats, warmup=warmup, device=device)
+    med = common.medians(samples)
     van = med["vanilla"]
     return {
         "model": name,
@@ -159,7 +117,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         **{f"{k}_ms": v for k, v in med.items()},
         **{f"{k}_ratio": med[k] / van for k in ("mixup", "cutmix", "rmix")},
         "mixing_share": med["mixing"] / van,
-        "spread": {k: spread(v) for k, v in samples.items()},
+        "spread": {k: common.spread(v) for k, v in samples.items()},
         "samples_ms": samples,
     }
 
@@ -196,15 +154,17 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
     ]
 
 
-def targets_for(rows: list[dict]) -> list[Target]:
+def targets_for(rows: list[dict]) -> list[common.Target]:
     out = []
     for r in rows:
         if r["model"] == TARGET_MODEL and r["batch_size"] == 100:
             out.append(
-                Target("R-Mix step / vanilla step, PreActResNet-18", r["rmix_ratio"], RMIX_LIMIT)
+                common.Target(
+                    "R-Mix step / vanilla step, PreActResNet-18", r["rmix_ratio"], RMIX_LIMIT
+                )
             )
             out.append(
-                Target(
+                common.Target(
                     "mixing op / vanilla step, PreActResNet-18",
                     100 * r["mixing_share"],
                     100 * MIX_SHARE_LIMIT,
@@ -221,7 +181,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     print(
         f"[step] batch {args.batch_size}x3x{args.image_size}x{args.image_size}, "
         f"{args.num_classes} classes, amp {bool(args.amp) and device.type == 'cuda'}; "
-        + header_line(device),
+        + common.header_line(device),
         flush=True,
     )
     rows = []
@@ -233,14 +193,14 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
             f"vanilla {r['vanilla_ms']:.1f} ms, rmix {r['rmix_ms']:.1f} ms",
             flush=True,
         )
-    return report(
-        NAME, args, device, format_table(HEADERS, table_rows(rows)), rows, targets_for(rows)
+    return common.report(
+        NAME, args, device, common.format_table(HEADERS, table_rows(rows)), rows, targets_for(rows)
     )
 
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p, args, device = parse(build_parser, argv)
+    p, args, device = common.parse(build_parser, argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in names if m not in list_models()]
     if not names or unknown:
@@ -253,7 +213,7 @@ def execute(argv: list[str] | None = None) -> dict:
     return run(args, device)
 
 
-main = main_of(execute)
+main = common.main_of(execute)
 
 
 if __name__ == "__main__":

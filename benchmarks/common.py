@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from rlmix.config import Config
 
 Timer = Callable[[Callable[[], object]], float]
 
@@ -413,3 +416,161 @@ def add_models_arg(p: argparse.ArgumentParser, default: str, short_epochs: bool 
     p.add_argument(
         "--models", default=default, help=f"comma-separated model names{extra} (default {default})"
     )
+
+
+def env_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The parser of a benchmark that runs environment epochs, with what :func:`env_config`
+    reads: ``--models`` (short epochs allowed) and ``--set``."""
+    p = new_parser(name, description)
+    add_models_arg(p, "resnet_tiny,preactresnet18:2", short_epochs=True)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override applied to every variant, e.g. --set trainer.batch_size=50 "
+        "(repeatable)",
+    )
+    return p
+
+
+# -- set-up shared by the benchmarks ----------------------------------------------------------
+
+
+def parse_models(text: str) -> list[tuple[str, int | None]]:
+    """``"a,b:2"`` -> ``[("a", None), ("b", 2)]``; raises ValueError on a bad entry."""
+    from rlmix.models import list_models
+
+    out: list[tuple[str, int | None]] = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        name, _, steps = item.partition(":")
+        if name not in list_models():
+            raise ValueError(f"unknown model '{name}'; choose from {', '.join(list_models())}")
+        if steps and (not steps.isdigit() or int(steps) < 2):
+            raise ValueError(f"'{item}': the step count after ':' must be an integer >= 2")
+        out.append((name, int(steps) if steps else None))
+    if not out:
+        raise ValueError("no model given")
+    return out
+
+
+def env_config(
+    model: str,
+    short_steps: int | None,
+    args: argparse.Namespace,
+    device: torch.device,
+    data_root: str,
+) -> Config:
+    """The embedded default config with the model, device, ``--amp``, ``--set`` and (short
+    epochs of ``short_steps`` steps: a training split of that many batches, no evaluation)
+    size overrides, as :mod:`benchmarks.bench_env` and :mod:`benchmarks.bench_memory` run it."""
+    from rlmix.config import load_config, parse_override
+
+    overrides: dict[str, Any] = {
+        "model.name": model,
+        "trainer.device": str(device),
+        "trainer.amp": bool(args.amp),
+    }
+    if short_steps is not None:
+        b = load_config(None).trainer.batch_size
+        for text in args.overrides:  # a --set batch size decides the split size
+            key, value = parse_override(text)
+            if key in ("trainer.batch_size", "batch_size"):
+                b = int(value)
+        overrides.update(
+            {
+                "data.root": data_root,
+                "data.options": {"train_size": short_steps * b, "test_size": b},
+                "data.val_size": 0,
+                "trainer.epochs": 10_000,
+                "env.eval_every": 10_000,
+                "agent.n_steps": short_steps,
+            }
+        )
+    overrides.update(dict(parse_override(o) for o in args.overrides))
+    return load_config(None, overrides)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a benchmark's subprocess: this one, with this checkout first on
+    ``PYTHONPATH`` (so that it imports the same code from any directory), plus ``extra``."""
+    root = str(Path(__file__).resolve().parent.parent)
+    rest = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + rest if rest else ""), **extra}
+
+
+def random_batch(
+    b: int, side: int, num_classes: int, seed: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    """Images (B, 3, S, S) uniform in [0, 1) and int labels (B,) on ``device``, and the CPU
+    generator that drew them (it goes on to draw the mixes). Also seeds torch's global
+    generator: model initialisation and torchvision's transforms draw from it."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 3, side, side, generator=gen).to(device)
+    return x, torch.randint(num_classes, (b,), generator=gen).to(device), gen
+
+
+@dataclass
+class MixDraws:
+    """One mixing call on a fixed batch, with fresh draws from ``gen`` as the trainer makes them:
+    lam ~ Beta(1, 1) and partners, then CutMix's box or R-Mix's grid and top-k q (over ``k``)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    gen: torch.Generator
+    grids: tuple[int, ...] = (2, 4)
+    k: int = 10
+
+    def _lam_perm(self) -> tuple[float, torch.Tensor]:
+        from rlmix.mixing import sample_lam, sample_perm
+
+        return sample_lam(1.0, self.gen), sample_perm(len(self.x), self.gen, device=self.x.device)
+
+    def mixup(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from rlmix.mixing import mixup
+
+        return mixup(self.x, self.y, *self._lam_perm())
+
+    def cutmix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from rlmix.mixing import cutmix
+
+        return cutmix(self.x, self.y, *self._lam_perm(), generator=self.gen)
+
+    def rmix(
+        self, saliency: torch.Tensor, fn: Callable[..., Any] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """R-Mix of the batch by its ``saliency`` (B, S, S) with ``fn`` (default
+        :func:`rlmix.mixing.rmix`, or one with its arguments)."""
+        from rlmix.mixing import rmix, sample_grid, sample_q
+        from rlmix.saliency import pool_saliency
+
+        lam, perm = self._lam_perm()
+        pooled = pool_saliency(saliency, sample_grid(self.grids, self.gen))
+        q = sample_q(len(self.x), self.k, self.gen).to(self.x.device)
+        return (fn or rmix)(self.x, self.y, pooled, q, lam, perm)
+
+
+def training_step(
+    model: torch.nn.Module, device: torch.device, amp: bool = False
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One plain training step of ``model`` per call on (images, soft targets): SGD with Nesterov
+    momentum and weight decay, soft-target cross-entropy, bfloat16 autocast with ``amp``."""
+    from rlmix.losses import soft_ce
+
+    opt = torch.optim.SGD(
+        model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4
+    )
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            logits = model(x)
+        soft_ce(logits.float(), y).backward()
+        opt.step()
+
+    return step
