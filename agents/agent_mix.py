@@ -9,8 +9,9 @@
 Per batch it does what ``rlmix.train --policy agent`` does in the environment: the clean batch's
 input saliency and logits (one forward and input-gradient pass, :func:`rlmix.saliency.input_saliency`),
 each image's slot observation (its 8x8 pooled saliency, a logits summary and the batch context of
-:func:`envs.slots.slot_context`), the policy's top-k per image, and R-Mix with one lam, one
-permutation and one grid for the batch (:class:`rlmix.mixing.RMix`). The policy depends on
+:func:`envs.slots.slot_context`), the policy's top-k per image, and R-Mix with one lam (or one per
+image, ``lam_mode="elem"``), one permutation and one grid for the batch
+(:class:`rlmix.mixing.RMix`). The policy depends on
 neither the batch size nor the number of classes, so it works on any of either, on any device
 (the small policy runs on the CPU). The file is read without unpickling
 (:mod:`agents.serialize`).
@@ -45,7 +46,8 @@ class AgentMix(RMix):
         deterministic: take each image's most likely top-k instead of sampling one (sampling
             draws from the mixer's generator).
         **kwargs: :class:`rlmix.mixing.RMix` options (``num_classes``, ``grids``, ``alpha``,
-            ``smoothing``, ``saliency_mode``, ``generator`` or ``seed``); ``k`` is the policy's.
+            ``lam_mode``, ``smoothing``, ``saliency_mode``, ``generator`` or ``seed``); ``k`` is
+            the policy's.
     """
 
     def __init__(

@@ -58,12 +58,13 @@ class MixupEnv(gym.Env[ObsType, ActType]):
 
     **Episode end**: after the epoch's last batch the step returns ``truncated=True`` (training
     goes on; nothing terminates). ``info`` holds plain floats: ``train_loss``, ``lr``, ``mean_q``,
-    ``lam``, ``grid``, ``epoch``, ``reward/<name>``, ``policy_gain/<name>`` (counterfactual
-    steps); at an evaluated epoch end also
+    ``lam`` (the batch mean of lam), ``grid``, ``epoch``, ``reward/<name>``, ``policy_gain/<name>``
+    (counterfactual steps); at an evaluated epoch end also
     ``test/<metric>`` from :func:`rlmix.metrics.evaluate` (every ``env.eval_every`` epochs and
     after the last one); ``reward/<name>`` also for every reward of ``env.log_rewards``
-    (computed and logged only, e.g. to score a fixed policy on the agent's reward); and the one
-    array, ``reward_per_image``.
+    (computed and logged only, e.g. to score a fixed policy on the agent's reward); and two (B,)
+    float64 arrays, ``reward_per_image`` and ``lam_per_image`` (each image's lam: all equal
+    unless ``mix.lam_mode`` is ``elem``).
 
     **torchrun**: on W ranks each env holds one shard (B / W images) of every global batch and
     its spaces are the shard's; :class:`envs.distributed_env.DistributedMixupEnv` presents the
@@ -191,7 +192,8 @@ class MixupEnv(gym.Env[ObsType, ActType]):
             "train_loss": loss,
             "lr": t.lr,
             "mean_q": float(q.mean()),
-            "lam": float(params.lam),
+            "lam": params.lam_mean,  # the batch mean (mix.lam_mode: elem draws one per image)
+            "lam_per_image": params.lam_per_image.numpy(),
             "grid": float(params.grid),
             "epoch": float(t.epoch),
         }

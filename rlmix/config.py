@@ -75,6 +75,7 @@ class MixConfig:
     k: int = 10  # size K of the top-k space linspace(0, 0.99, K)
     grids: list[int] = field(default_factory=lambda: [2, 4])  # mixing grid drawn per batch
     alpha: float = 1.0  # lam ~ Beta(alpha, alpha)
+    lam_mode: str = "batch"  # one lam per batch (batch) or one per image (elem)
     saliency_mode: str = "train"  # model mode for the saliency pass: train or eval
 
 
@@ -142,6 +143,7 @@ class Config:
 _CHOICES = {
     "mix.mixer": ("rmix", "cutmix", "mixup", "none"),
     "mix.saliency_mode": ("train", "eval"),
+    "mix.lam_mode": ("batch", "elem"),
     "trainer.loss": ("soft_ce", "bce"),
     "env.observe": ("auto", "always"),
     "data.hold_out": ("auto", "always"),

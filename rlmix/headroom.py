@@ -23,8 +23,8 @@ over random top-k of
 
 with 95 % intervals over the scored batches. ``--observations`` compares what the policy sees:
 ``own`` is the agent's slot observation (pooled saliency, a logits summary, the batch context);
-``partner`` adds the partner's saliency and logits summary and the batch's lam and grid, as if
-they were drawn before the action.
+``partner`` adds the partner's saliency and logits summary, the image's lam and the batch's grid,
+as if they were drawn before the action.
 
 Writes under ``--out``: ``headroom.md`` (the table), ``headroom.json`` (``best_constant_gain``,
 ``oracle_gain``, ``learnable_gain`` and their ``_ci`` for the first reward and observation over
@@ -118,10 +118,12 @@ def build_parser() -> ArgumentParser:
 # -- scoring ----------------------------------------------------------------------------------------
 
 
-def _features(env: MixupEnv, obs: dict[str, np.ndarray], perm: torch.Tensor, lam: float, grid: int):
+def _features(
+    env: MixupEnv, obs: dict[str, np.ndarray], perm: torch.Tensor, lam: torch.Tensor, grid: int
+):
     """The observation variants' features (B, d) of one batch: ``own`` is what the agent's
-    :class:`agents.policy.SlotExtractor` takes in; ``partner`` adds the partner's and the
-    batch's lam and grid."""
+    :class:`agents.policy.SlotExtractor` takes in; ``partner`` adds the partner's, the image's
+    lam (``lam`` (B,), :attr:`rlmix.mixing.MixParams.lam_per_image`) and the batch's grid."""
     t = env.trainer
     sal = torch.from_numpy(obs["saliency"]).double().flatten(1)
     g2 = sal.shape[1]
@@ -130,8 +132,7 @@ def _features(env: MixupEnv, obs: dict[str, np.ndarray], perm: torch.Tensor, lam
         slot_context(obs["saliency"], obs["logits"], t.progress, t.lr / env.cfg.trainer.lr_max)
     ).double()
     own = torch.cat([torch.log1p(sal * g2), logits_summary(logits), context], 1)
-    b = own.shape[0]
-    batch = torch.tensor([[lam, 1.0 / grid]], dtype=torch.float64).expand(b, 2)
+    batch = torch.stack((lam, torch.full_like(lam, 1.0 / grid)), dim=1)
     partner = torch.cat([own, own[perm.cpu(), : own.shape[1] - context.shape[1]], batch], 1)
     return {"own": own, "partner": partner}
 
@@ -196,7 +197,7 @@ def _score_batch(env: MixupEnv, k: int, partner_stream: torch.Generator) -> dict
             table[name][:, a] = torch.from_numpy(alone[name])
             everyone[name][:, a] = torch.from_numpy(together[name])
     obs = env._observation(batch)
-    feats = _features(env, obs, params.perm, params.lam, params.grid)
+    feats = _features(env, obs, params.perm, params.lam_per_image, params.grid)
     return {"rewards": table, "everyone": everyone, "features": feats, "size": b}
 
 

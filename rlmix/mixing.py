@@ -3,11 +3,14 @@
 All operators are pure functions of their arguments (randomness only through a passed
 ``torch.Generator``), batched without Python loops over the images, and work on any device and
 floating dtype. Images are (B, C, H, W) in [0, 1] pixel space; labels are (B, N) soft labels whose
-rows sum to 1; image i is mixed with its partner ``perm[i]``. The mixed labels are computed in at
-least float32 and returned in y's dtype.
+rows sum to 1; image i is mixed with its partner ``perm[i]``. ``lam`` is a float (one for the
+batch) or a (B,) tensor (one per image, timm's "elem" mode); a tensor whose entries all equal a
+float mixes exactly as that float, bit for bit. The mixed labels are computed in at least float32
+and returned in y's dtype.
 
-Value checks (label row sums, q range, that perm is a permutation) run for CPU tensors only, so a
-GPU training step never waits on the host; shapes, dtypes and ``lam`` are always checked.
+Value checks (label row sums, q and lam ranges, that perm is a permutation) run for CPU tensors
+only, so a GPU training step never waits on the host; shapes, dtypes and a float ``lam`` are
+always checked.
 
 ``RMix``, ``CutMix``, ``Mixup`` and ``NoMix`` wrap the operators as objects that draw their random
 parameters (:meth:`Mixer.sample`) apart from applying them (:meth:`Mixer.apply`), and as drop-in
@@ -38,6 +41,7 @@ __all__ = [
     "create_mixer",
     "cutmix",
     "cutmix_box",
+    "cutmix_boxes",
     "list_mixers",
     "mixup",
     "one_hot",
@@ -45,6 +49,7 @@ __all__ = [
     "rmix_masks",
     "sample_grid",
     "sample_lam",
+    "sample_lams",
     "sample_perm",
     "sample_q",
     "topk_masks",
@@ -82,10 +87,32 @@ def _check_labels(y: torch.Tensor, batch: int) -> None:
             raise ValueError(f"every row of y must sum to 1 (tolerance {tol:g} for {y.dtype})")
 
 
-def _check_lam(lam: float | torch.Tensor) -> float:
+def _check_lam_float(lam: float | torch.Tensor) -> float:
     lam = float(lam)
+    if not math.isfinite(lam):
+        raise ValueError(f"lam must be finite, got {lam}")
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
+    return lam
+
+
+def _check_lam(lam: float | torch.Tensor, batch: int) -> float | torch.Tensor:
+    """A float (or 0-d tensor) as a float; a (B,) tensor as float64 on its device."""
+    if not isinstance(lam, torch.Tensor) or lam.dim() == 0:
+        return _check_lam_float(lam)
+    if not lam.is_floating_point():
+        raise TypeError("lam must be a float or a floating-point tensor (B,)")
+    if lam.dim() != 1 or lam.shape[0] != batch:
+        raise ValueError(
+            f"lam must be a float or a tensor of shape ({batch},), got {tuple(lam.shape)}"
+        )
+    lam = lam.to(torch.float64)
+    if lam.device.type == "cpu" and lam.numel():
+        if not bool(torch.isfinite(lam).all()):
+            raise ValueError("lam must be finite, got a non-finite entry")
+        lo, hi = torch.aminmax(lam)
+        if not (float(lo) >= 0 and float(hi) <= 1):
+            raise ValueError(f"lam must be in [0, 1], got entries from {float(lo)} to {float(hi)}")
     return lam
 
 
@@ -102,11 +129,11 @@ def _check_perm(perm: torch.Tensor, batch: int) -> None:
 
 def _check_mix(
     x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, perm: torch.Tensor
-) -> tuple[int, int, int, float]:
+) -> tuple[int, int, int, float | torch.Tensor]:
     """Check the arguments every operator takes; returns ``(B, H, W, lam)``."""
     b, _, h, w = _check_images(x)
     _check_labels(y, b)
-    lam = _check_lam(lam)
+    lam = _check_lam(lam, b)
     _check_perm(perm, b)
     return b, h, w, lam
 
@@ -205,6 +232,31 @@ def sample_lam(alpha: float, generator: torch.Generator | None = None) -> float:
     return float(_draw_int(2, generator))
 
 
+def sample_lams(
+    alpha: float, batch_size: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One ``lam ~ Beta(alpha, alpha)`` per image: (B,) float64 on the generator's device.
+
+    Draws the B Gamma pairs in one call (image i's pair, then image i + 1's), then one fair coin
+    per image whose pair underflowed, as :func:`sample_lam` does for one lam.
+    """
+    alpha = float(alpha)
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be a positive finite number, got {alpha}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device = generator.device if generator is not None else None
+    concentration = torch.full((batch_size, 2), alpha, dtype=torch.float64, device=device)
+    gammas = torch._standard_gamma(concentration, generator=generator)
+    total = gammas.sum(dim=1)
+    lam = gammas[:, 0] / total
+    underflow = total == 0
+    if bool(underflow.any()):
+        coins = torch.randint(2, (int(underflow.sum()),), generator=generator, device=device)
+        lam[underflow] = coins.to(lam.dtype)
+    return lam
+
+
 def sample_perm(
     batch_size: int,
     generator: torch.Generator | None = None,
@@ -295,6 +347,23 @@ def _mix_labels(
     return out.to(y.dtype)
 
 
+def _lam_pair(
+    lam: float | torch.Tensor, batch: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lam, 1 - lam)`` per image, each (B,) in ``dtype`` on ``device``.
+
+    ``1 - lam`` is taken in float64 before the cast, as Python does for a float, so a tensor of
+    equal entries gives the float's bits.
+    """
+    if isinstance(lam, torch.Tensor):
+        lam = lam.to(device=device, dtype=torch.float64)
+        return lam.to(dtype), (1.0 - lam).to(dtype)
+    return (
+        torch.full((batch,), lam, dtype=dtype, device=device),
+        torch.full((batch,), 1.0 - lam, dtype=dtype, device=device),
+    )
+
+
 # -- R-Mix ----------------------------------------------------------------------------------------
 
 
@@ -358,7 +427,7 @@ def rmix(
     y: torch.Tensor,
     pooled: torch.Tensor,
     q: torch.Tensor,
-    lam: float,
+    lam: float | torch.Tensor,
     perm: torch.Tensor,
     *,
     q_partner: torch.Tensor | None = None,
@@ -378,7 +447,7 @@ def rmix(
         y: soft labels (B, N), rows summing to 1.
         pooled: saliency grids (B, gh, gw) with gh | H and gw | W (e.g. :func:`pool_saliency`).
         q: per-image quantiles (B,) in [0, 1) (a float applies to every image).
-        lam: mixing coefficient in [0, 1].
+        lam: mixing coefficient in [0, 1]: a float for the batch, or (B,) for image i's own.
         perm: partner indices (B,) long, a permutation.
         q_partner: optional quantiles (B,) for the partners' masks: mixed example i then uses
             its own mask at ``q[i]`` and its partner's at ``q_partner[perm[i]]`` (one image's
@@ -398,8 +467,9 @@ def rmix(
     # Per-cell weights of x_i and x_j: (lam, 1 - lam) where m_inter, else (1, 0) or (0, 1) from
     # whichever image marks the cell top-salient; broadcast over the cell's pixels in _blend.
     x_dtype = torch.promote_types(x.dtype, torch.float32)
-    w_i = torch.where(inter, lam, mask.to(x_dtype))
-    w_j = torch.where(inter, 1.0 - lam, partner.to(x_dtype))
+    lam_i, lam_j = (t[:, None, None] for t in _lam_pair(lam, b, x_dtype, x.device))
+    w_i = torch.where(inter, lam_i, mask.to(x_dtype))
+    w_j = torch.where(inter, lam_j, partner.to(x_dtype))
     x_mix = _blend(x, perm, w_i, w_j)
 
     # Every cell covers the same number of pixels, so cell fractions are pixel fractions.
@@ -407,7 +477,8 @@ def rmix(
     y_dtype = torch.promote_types(y.dtype, torch.float32)
     regions = torch.stack((inter, mask > partner, partner > mask))
     f_inter, f_i, f_j = regions.to(y_dtype).mean(dim=(2, 3))
-    y_mix = _mix_labels(y, perm, f_inter * lam + f_i, f_inter * (1.0 - lam) + f_j)
+    lam_i, lam_j = _lam_pair(lam, b, y_dtype, y.device)
+    y_mix = _mix_labels(y, perm, f_inter * lam_i + f_i, f_inter * lam_j + f_j)
     return x_mix, y_mix
 
 
@@ -423,7 +494,7 @@ def cutmix_box(
     grid (column first, then row, both through ``generator``), box clipped to the image as in
     Yun et al. 2019.
     """
-    lam = _check_lam(lam)
+    lam = _check_lam_float(lam)
     ratio = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(height * ratio), int(width * ratio)
     cx = _draw_int(width, generator)
@@ -433,55 +504,112 @@ def cutmix_box(
     return top, bottom, left, right
 
 
+def cutmix_boxes(
+    height: int, width: int, lam: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One CutMix box per image: (B, 4) long rows ``(top, bottom, left, right)``.
+
+    Row i is :func:`cutmix_box` for ``lam[i]`` with its own centre; every centre column is drawn,
+    then every centre row (so with B = 1 this draws exactly what :func:`cutmix_box` does). On the
+    generator's device.
+    """
+    if not isinstance(lam, torch.Tensor) or lam.dim() != 1:
+        raise TypeError("lam must be a 1-D tensor (B,) of per-image coefficients")
+    lam = _check_lam(lam, lam.shape[0])
+    device = generator.device if generator is not None else lam.device
+    ratio = torch.sqrt(1.0 - lam.to(device))
+    cut_h, cut_w = (height * ratio).long() // 2, (width * ratio).long() // 2  # half sides
+    cx = torch.randint(width, lam.shape, generator=generator, device=device)
+    cy = torch.randint(height, lam.shape, generator=generator, device=device)
+    top, bottom = (cy - cut_h).clamp_(min=0), (cy + cut_h).clamp_(max=height)
+    left, right = (cx - cut_w).clamp_(min=0), (cx + cut_w).clamp_(max=width)
+    return torch.stack((top, bottom, left, right), dim=1)
+
+
+def _check_boxes(box: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    if box.dtype != torch.long:
+        raise TypeError("box must be a (top, bottom, left, right) tuple or a (B, 4) long tensor")
+    if box.shape != (batch, 4):
+        raise ValueError(f"box must have shape ({batch}, 4), got {tuple(box.shape)}")
+    if box.device.type == "cpu" and batch:
+        top, bottom, left, right = box.unbind(1)
+        rows_ok = (0 <= top) & (top <= bottom) & (bottom <= height)
+        if not bool((rows_ok & (0 <= left) & (left <= right) & (right <= width)).all()):
+            raise ValueError(
+                f"every box must have 0 <= top <= bottom <= {height} "
+                f"and 0 <= left <= right <= {width}"
+            )
+    return box
+
+
 def cutmix(
     x: torch.Tensor,
     y: torch.Tensor,
-    lam: float,
+    lam: float | torch.Tensor,
     perm: torch.Tensor,
     *,
     generator: torch.Generator | None = None,
-    box: tuple[int, int, int, int] | None = None,
+    box: tuple[int, int, int, int] | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CutMix: paste one box (:func:`cutmix_box`, shared by the batch) of ``x[perm]`` into x.
+    """CutMix: paste a box of ``x[perm]`` into x, one for the batch or one per image.
 
-    The label weight of image i is the corrected ``lam = 1 - box area / (H * W)``, i.e. the
-    fraction of its own pixels left; its partner gets the pasted fraction.
+    A float lam draws one box for the batch (:func:`cutmix_box`), a (B,) lam one box per image
+    (:func:`cutmix_boxes`, pasted through a (B, 1, H, W) mask built by broadcasting). The label
+    weight of image i is its corrected ``lam = 1 - box area / (H * W)``, i.e. the fraction of its
+    own pixels left; its partner gets the pasted fraction.
 
     Args:
-        x: images (B, C, H, W); y: soft labels (B, N); lam: in [0, 1]; perm: (B,) long;
-        generator: draws the box centre (the default generator when None).
-        box: a box ``(top, bottom, left, right)`` drawn beforehand (then nothing is drawn).
+        x: images (B, C, H, W); y: soft labels (B, N); lam: float or (B,), in [0, 1];
+        perm: (B,) long;
+        generator: draws the box centres (the default generator when None).
+        box: boxes drawn beforehand (then nothing is drawn and lam is only checked): a tuple
+            ``(top, bottom, left, right)`` for the batch, or a (B, 4) long tensor of such rows.
 
     Returns:
         ``(x_mix, y_mix)`` with x's and y's shapes and dtypes.
     """
     b, h, w, lam = _check_mix(x, y, lam, perm)
-    top, bottom, left, right = cutmix_box(h, w, lam, generator) if box is None else box
-    x_mix = x.clone()
-    x_mix[:, :, top:bottom, left:right] = _rows(x[:, :, top:bottom, left:right], perm)
-    kept = 1.0 - (bottom - top) * (right - left) / (h * w)
-    w_i = torch.full((b,), kept, dtype=torch.float64, device=y.device)
+    if box is None:
+        draw = cutmix_box if isinstance(lam, float) else cutmix_boxes
+        box = draw(h, w, lam, generator)
+    if isinstance(box, torch.Tensor):
+        top, bottom, left, right = _check_boxes(box, b, h, w).to(x.device)[:, :, None].unbind(1)
+        rows = torch.arange(h, device=x.device)
+        cols = torch.arange(w, device=x.device)
+        in_rows = (top <= rows) & (rows < bottom)  # (B, H)
+        in_cols = (left <= cols) & (cols < right)  # (B, W)
+        x_mix = torch.where(
+            in_rows[:, None, :, None] & in_cols[:, None, None, :], _rows(x, perm), x
+        )
+        area = ((bottom - top) * (right - left))[:, 0].to(device=y.device, dtype=torch.float64)
+        w_i = 1.0 - area / (h * w)
+    else:
+        top, bottom, left, right = box
+        x_mix = x.clone()
+        x_mix[:, :, top:bottom, left:right] = _rows(x[:, :, top:bottom, left:right], perm)
+        kept = 1.0 - (bottom - top) * (right - left) / (h * w)
+        w_i = torch.full((b,), kept, dtype=torch.float64, device=y.device)
     return x_mix, _mix_labels(y, perm, w_i, 1.0 - w_i)
 
 
 def mixup(
-    x: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor
+    x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, perm: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Input Mixup: ``lam * x + (1 - lam) * x[perm]``, labels likewise.
 
     Args:
-        x: images (B, C, H, W); y: soft labels (B, N); lam: in [0, 1]; perm: (B,) long.
+        x: images (B, C, H, W); y: soft labels (B, N); lam: float or (B,), in [0, 1];
+        perm: (B,) long.
 
     Returns:
         ``(x_mix, y_mix)`` with x's and y's shapes and dtypes.
     """
     b, _, _, lam = _check_mix(x, y, lam, perm)
     x_dtype = torch.promote_types(x.dtype, torch.float32)
-    w_i = torch.full((b, 1, 1), lam, dtype=x_dtype, device=x.device)
-    x_mix = _blend(x, perm, w_i, torch.full_like(w_i, 1.0 - lam))
+    w_i, w_j = (t[:, None, None] for t in _lam_pair(lam, b, x_dtype, x.device))
+    x_mix = _blend(x, perm, w_i, w_j)
     y_dtype = torch.promote_types(y.dtype, torch.float32)
-    ones = torch.ones(b, dtype=y_dtype, device=y.device)
-    return x_mix, _mix_labels(y, perm, ones * lam, ones * (1.0 - lam))
+    return x_mix, _mix_labels(y, perm, *_lam_pair(lam, b, y_dtype, y.device))
 
 
 # -- mixer objects --------------------------------------------------------------------------------
@@ -492,16 +620,31 @@ class MixParams:
     """The random parameters of one mixed batch, drawn by :meth:`Mixer.sample`.
 
     Attributes:
-        lam: mixing coefficient ~ Beta(alpha, alpha) (1.0 for :class:`NoMix`).
+        lam: mixing coefficient ~ Beta(alpha, alpha) as drawn (CutMix's labels use its box's
+            area instead): a float for the batch (``lam_mode="batch"``; 1.0 for
+            :class:`NoMix`), or a (B,) float64 tensor, image i's own (``lam_mode="elem"``), on
+            the generator's device.
         perm: partner indices (B,) long.
         grid: R-Mix grid side (0 for the other mixers).
-        box: CutMix box ``(top, bottom, left, right)`` (None for the other mixers).
+        box: CutMix box ``(top, bottom, left, right)`` for the batch, or in ``elem`` mode a
+            (B, 4) long tensor of such rows, one per image (None for the other mixers).
     """
 
-    lam: float
+    lam: float | torch.Tensor
     perm: torch.Tensor
     grid: int = 0
-    box: tuple[int, int, int, int] | None = None
+    box: tuple[int, int, int, int] | torch.Tensor | None = None
+
+    @property
+    def lam_per_image(self) -> torch.Tensor:
+        """Each image's lam, (B,) float64 on the CPU (the batch's lam repeated in batch mode)."""
+        lam = torch.as_tensor(self.lam, dtype=torch.float64, device="cpu")
+        return lam.expand(self.perm.shape[0]).clone()
+
+    @property
+    def lam_mean(self) -> float:
+        """The batch mean of lam (exactly the float in batch mode)."""
+        return float(self.lam.mean()) if isinstance(self.lam, torch.Tensor) else float(self.lam)
 
 
 MIXERS: Registry[type[Mixer]] = Registry("mixer")
@@ -512,7 +655,8 @@ class Mixer:
     style), and a drop-in ``__call__`` that does both with the mixer's own generator, similar to
     ``timm.data.Mixup``.
 
-    :meth:`sample` draws lam, then perm, then what the mixer adds (grid or box), from the
+    :meth:`sample` draws lam (one, or in ``elem`` mode the B lams of :func:`sample_lams`), then
+    perm, then what the mixer adds (grid, or box: in ``elem`` mode one per image), from the
     generator passed (the training engine passes its per-epoch stream) or the mixer's own.
     :meth:`apply` mixes soft labels (B, N) deterministically from those parameters.
 
@@ -520,6 +664,8 @@ class Mixer:
         num_classes: N, needed when ``__call__`` gets integer class labels.
         alpha: Beta concentration [1.0 CIFAR, 0.2 ImageNet].
         smoothing: label smoothing applied to integer labels.
+        lam_mode: ``batch``, one lam per batch, or ``elem``, one per image (timm's modes;
+            labels follow each image's own lam).
         generator, seed: the own random stream; by default a new generator seeded from ``seed``
             (or from the global torch RNG when None).
     """
@@ -532,6 +678,7 @@ class Mixer:
         *,
         alpha: float = 1.0,
         smoothing: float = 0.0,
+        lam_mode: Literal["batch", "elem"] = "batch",
         generator: torch.Generator | None = None,
         seed: int | None = None,
     ) -> None:
@@ -539,6 +686,8 @@ class Mixer:
             raise ValueError(f"alpha must be a positive finite number, got {alpha}")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        if lam_mode not in ("batch", "elem"):
+            raise ValueError(f"lam_mode must be 'batch' or 'elem', got {lam_mode!r}")
         if generator is not None and seed is not None:
             raise ValueError("pass either generator or seed, not both")
         if generator is None:
@@ -548,6 +697,7 @@ class Mixer:
         self.num_classes = num_classes
         self.alpha = alpha
         self.smoothing = smoothing
+        self.lam_mode = lam_mode
         self.generator = generator
 
     def soft_labels(self, y: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -566,7 +716,9 @@ class Mixer:
         """Draw the parameters for the batch ``x`` (B, C, H, W)."""
         b = _check_images(x)[0]
         g = self._stream(generator)
-        lam = sample_lam(self.alpha, g)
+        lam = (
+            sample_lam(self.alpha, g) if self.lam_mode == "batch" else sample_lams(self.alpha, b, g)
+        )
         return MixParams(lam, sample_perm(b, g, device=x.device))
 
     def apply(
@@ -602,13 +754,14 @@ class Mixup(Mixer):
 
 @MIXERS.register("cutmix")
 class CutMix(Mixer):
-    """CutMix (:func:`cutmix`); ``sample`` also draws the box."""
+    """CutMix (:func:`cutmix`); ``sample`` also draws the box (in ``elem`` mode one per
+    image, each from its own lam)."""
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MixParams:
         params = super().sample(x, generator)
         h, w = x.shape[-2:]
-        box = cutmix_box(h, w, params.lam, self._stream(generator))
-        return replace(params, box=box)
+        draw = cutmix_box if self.lam_mode == "batch" else cutmix_boxes
+        return replace(params, box=draw(h, w, params.lam, self._stream(generator)))
 
     def apply(self, x, y, params, **inputs):
         return cutmix(x, y, params.lam, params.perm, box=params.box)
@@ -620,12 +773,12 @@ class RMix(Mixer):
     ``saliency`` (B, H, W) and the per-image top-k ``q`` (B,).
 
     The drop-in call is ``rmix(model, x, y)``: input saliency of the clean batch, one grid from
-    ``grids``, one lam ~ Beta(alpha, alpha), one permutation and a q per image uniform over
-    ``topk_space(k)`` (R-Mix's random top-k).
+    ``grids``, one lam ~ Beta(alpha, alpha) (one per image with ``lam_mode="elem"``), one
+    permutation and a q per image uniform over ``topk_space(k)`` (R-Mix's random top-k).
 
     Args:
-        num_classes: as :class:`Mixer`; ``alpha``, ``smoothing``, ``generator``, ``seed`` are
-            passed to it as keywords.
+        num_classes: as :class:`Mixer`; ``alpha``, ``smoothing``, ``lam_mode``, ``generator``,
+            ``seed`` are passed to it as keywords.
         k: size of the top-k space.
         grids: mixing grid sizes to draw from; each must divide the image side.
         saliency_mode: model mode for the saliency pass, "train" or "eval".

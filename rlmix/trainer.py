@@ -164,7 +164,13 @@ class Trainer:
         self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False) if teacher else None
         m = cfg.mix
         self.mixer = create_mixer(  # its own generator is unused: mix() passes the epoch's
-            m.mixer, alpha=m.alpha, k=m.k, grids=m.grids, saliency_mode=m.saliency_mode, seed=0
+            m.mixer,
+            alpha=m.alpha,
+            k=m.k,
+            grids=m.grids,
+            saliency_mode=m.saliency_mode,
+            lam_mode=m.lam_mode,
+            seed=0,
         )
         self.loss_fn = get_loss(cfg.trainer.loss)
         self.steps_per_epoch = len(self.train_loader)

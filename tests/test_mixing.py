@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,12 +17,14 @@ from rlmix.mixing import (
     create_mixer,
     cutmix,
     cutmix_box,
+    cutmix_boxes,
     mixup,
     one_hot,
     rmix,
     rmix_masks,
     sample_grid,
     sample_lam,
+    sample_lams,
     sample_perm,
     sample_q,
     topk_masks,
@@ -507,7 +510,8 @@ def valid_args():
         ("q", torch.tensor([0, 0, 0]), TypeError, "q must be a floating-point"),
         ("lam", 1.5, ValueError, r"lam must be in \[0, 1\]"),
         ("lam", -0.1, ValueError, r"lam must be in \[0, 1\]"),
-        ("lam", float("nan"), ValueError, r"lam must be in \[0, 1\]"),
+        ("lam", float("nan"), ValueError, "lam must be finite, got nan"),
+        ("lam", float("inf"), ValueError, "lam must be finite, got inf"),
         ("perm", torch.tensor([0, 1]), ValueError, "perm has length 2 but x has batch size 3"),
         ("perm", torch.tensor([0, 0, 1]), ValueError, "perm must be a permutation"),
         ("perm", torch.tensor([0, 1, 3]), ValueError, "perm must be a permutation"),
@@ -592,3 +596,366 @@ def test_rmix_q_partner_holds_the_partners_threshold():
     torch.testing.assert_close(y_mix.sum(1), torch.ones(b))  # label rows sum to 1
     with pytest.raises(ValueError, match=r"every q must be in \[0, 1\)"):
         rmix(x, y, pooled, q, 0.3, perm, q_partner=torch.full((b,), 1.0))
+
+
+# -- per-image lam (lam_mode: elem) --------------------------------------------------------------
+# Each image draws its own lam; the operators take it as a (B,) tensor. A tensor whose entries
+# all equal a float mixes exactly as that float (bit for bit), and image i's output equals the
+# batch-mode output with lam = lam[i].
+
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def assert_same(a, b):
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+def elem_batch(g, b=6, n=7, side=8, dtype=torch.float32):
+    x = torch.rand(b, 3, side, side, generator=g).to(dtype)
+    y = F.softmax(torch.randn(b, n, generator=g, dtype=torch.float64), 1).to(dtype)
+    return x, y / y.sum(1, keepdim=True), torch.randperm(b, generator=g)
+
+
+# R-Mix
+
+
+def test_rmix_elem_hand_computed():
+    # The hand-computed case above with lam = (.25, .5): image 0 is unchanged; image 1's mixed
+    # cells (0,1) and (1,0) are now .5 * 1 + .5 * k/16.
+    x_mix, y_mix = rmix(X, Y, POOLED, Q, torch.tensor([0.25, 0.5]), PERM)
+    expected_1 = torch.tensor(
+        [
+            [0.0, 0.0625, 0.5625, 0.59375],
+            [0.25, 0.3125, 0.6875, 0.71875],
+            [0.75, 0.78125, 1.0, 1.0],
+            [0.875, 0.90625, 1.0, 1.0],
+        ]
+    )
+    torch.testing.assert_close(x_mix[1, 0], expected_1, rtol=0, atol=0)
+    torch.testing.assert_close(x_mix[0], rmix(X, Y, POOLED, Q, 0.25, PERM)[0][0], rtol=0, atol=0)
+    # Image 1: w_own = .5 * .5 + .25 = .5, w_partner = .5 * .5 + .25 = .5.
+    expected_y = torch.tensor([[0.375, 0.0, 0.625], [0.5, 0.0, 0.5]])
+    torch.testing.assert_close(y_mix, expected_y, rtol=0, atol=1e-7)
+
+
+def test_rmix_elem_each_image_uses_its_own_lam():
+    g = torch.Generator().manual_seed(10)
+    b, n = 6, 10
+    for draw in range(40):
+        grid = (1, 2, 4, 8)[draw % 4]
+        pooled = random_pooled(b, grid, g)
+        q = torch.rand(b, generator=g) * 0.99
+        lam = torch.rand(b, generator=g, dtype=torch.float64)
+        perm = derangement(b, g)
+        labels = torch.randperm(n, generator=g)[:b]
+        x, y = torch.rand(b, 3, 8, 8, generator=g), one_hot(labels, n)
+        x_mix, y_mix = rmix(x, y, pooled, q, lam, perm)
+        torch.testing.assert_close(y_mix.sum(1), torch.ones(b), rtol=0, atol=1e-6)
+        for i in range(b):
+            x_i, y_i = rmix(x, y, pooled, q, lam[i].item(), perm)
+            assert torch.equal(x_mix[i], x_i[i]) and torch.equal(y_mix[i], y_i[i])
+        # Eq. 7 with image i's own lam.
+        _, _, f_inter, f_i, f_j = reference_rmix(x, y, pooled, q, 0.5, perm)
+        f_inter, f_i, f_j = (f.squeeze(1) for f in (f_inter, f_i, f_j))
+        rows = torch.arange(b)
+        torch.testing.assert_close(y_mix[rows, labels], f_inter * lam.float() + f_i)
+        torch.testing.assert_close(y_mix[rows, labels[perm]], f_inter * (1 - lam.float()) + f_j)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rmix_elem_equal_lams_is_batch_bit_for_bit(dtype):
+    g = torch.Generator().manual_seed(11)
+    for grid in (1, 2, 4, 8):
+        x, y, perm = elem_batch(g, dtype=dtype)
+        pooled = torch.rand(6, grid, grid, generator=g)
+        q = torch.rand(6, generator=g) * 0.99
+        lam = torch.rand(1, generator=g, dtype=torch.float64).item()
+        want = rmix(x, y, pooled, q, lam, perm)
+        assert_same(rmix(x, y, pooled, q, torch.full((6,), lam, dtype=torch.float64), perm), want)
+        lam32 = torch.full((6,), 0.3, dtype=torch.float32)  # 0.3 rounded to float32, as a float
+        assert_same(
+            rmix(x, y, pooled, q, lam32, perm), rmix(x, y, pooled, q, lam32[0].item(), perm)
+        )
+
+
+# CutMix
+
+
+def test_cutmix_boxes_hand_computed():
+    # Seed 0 draws the centre columns (12, 15), then the rows (21, 0) (checked here).
+    g = torch.Generator().manual_seed(0)
+    assert torch.randint(32, (2,), generator=g).tolist() == [12, 15]
+    assert torch.randint(32, (2,), generator=g).tolist() == [21, 0]
+    lam = torch.tensor([0.75, 0.0], dtype=torch.float64)
+    boxes = cutmix_boxes(32, 32, lam, torch.Generator().manual_seed(0))
+    # Image 0: side 16, half 8 -> rows 21 -+ 8, columns 12 -+ 8. Image 1: side 32, half 16 ->
+    # rows [0, 16), columns [0, 31) after clipping.
+    assert boxes.dtype == torch.long
+    assert boxes.tolist() == [[13, 29, 4, 20], [0, 16, 0, 31]]
+    # One image draws exactly what cutmix_box draws.
+    one = cutmix_boxes(32, 32, lam[:1], torch.Generator().manual_seed(0))
+    assert tuple(one[0].tolist()) == cutmix_box(32, 32, 0.75, torch.Generator().manual_seed(0))
+
+
+def test_cutmix_elem_one_box_per_image_and_corrected_lam():
+    g = torch.Generator().manual_seed(12)
+    b, h, w = 6, 12, 10
+    # Image i is the constant (i + 1) / 8, so pasted pixels are recognisable.
+    x = ((torch.arange(b, dtype=torch.float32) + 1) / 8).view(b, 1, 1, 1).expand(b, 2, h, w)
+    y = one_hot(torch.arange(b), b)
+    rows = torch.arange(b)
+    areas = set()
+    for _ in range(30):
+        lam = torch.rand(b, generator=g, dtype=torch.float64)
+        perm = derangement(b, g)
+        boxes = cutmix_boxes(h, w, lam, g)
+        x_mix, y_mix = cutmix(x, y, lam, perm, box=boxes)
+        pasted = (x_mix == x[perm]).all(1)  # (B, H, W)
+        top, bottom, left, right = boxes.T
+        for i in range(b):
+            want = torch.zeros(h, w, dtype=torch.bool)
+            want[top[i] : bottom[i], left[i] : right[i]] = True
+            assert torch.equal(pasted[i], want)  # image i's own box
+            assert bottom[i] - top[i] <= int(h * math.sqrt(1 - lam[i].item()))
+            assert right[i] - left[i] <= int(w * math.sqrt(1 - lam[i].item()))
+        frac = pasted.float().mean((1, 2))
+        torch.testing.assert_close(y_mix[rows, rows], 1 - frac)  # corrected per image
+        torch.testing.assert_close(y_mix[rows, perm], frac)
+        torch.testing.assert_close(y_mix.sum(1), torch.ones(b))
+        areas.update(frac.tolist())
+    assert max(areas) > 0.3 and min(areas) < 0.05
+
+
+def test_cutmix_elem_draws_boxes_reproducibly():
+    x, y, perm = elem_batch(torch.Generator().manual_seed(13), side=16)
+    lam = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9, 0.2], dtype=torch.float64)
+    a = cutmix(x, y, lam, perm, generator=torch.Generator().manual_seed(5))
+    b = cutmix(x, y, lam, perm, generator=torch.Generator().manual_seed(5))
+    boxes = cutmix_boxes(16, 16, lam, torch.Generator().manual_seed(5))
+    assert_same(a, b)
+    assert_same(a, cutmix(x, y, lam, perm, box=boxes))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cutmix_elem_identical_boxes_is_batch_bit_for_bit(dtype):
+    g = torch.Generator().manual_seed(14)
+    for seed in range(10):
+        x, y, perm = elem_batch(g, side=16, dtype=dtype)
+        lam = torch.rand(1, generator=g, dtype=torch.float64).item()
+        box = cutmix_box(16, 16, lam, torch.Generator().manual_seed(seed))
+        want = cutmix(x, y, lam, perm, box=box)
+        assert_same(want, cutmix(x, y, lam, perm, generator=torch.Generator().manual_seed(seed)))
+        same = torch.full((6,), lam, dtype=torch.float64)
+        assert_same(cutmix(x, y, same, perm, box=torch.tensor([box] * 6)), want)
+
+
+# Mixup
+
+
+def test_mixup_elem_hand_computed():
+    x = torch.tensor([0.0, 1.0, 0.5]).view(3, 1, 1, 1).expand(3, 1, 2, 2)
+    y = one_hot(torch.tensor([0, 1, 2]), 3)
+    x_mix, y_mix = mixup(x, y, torch.tensor([0.25, 0.5, 1.0]), torch.tensor([1, 2, 0]))
+    # .25 * 0 + .75 * 1, .5 * 1 + .5 * .5, 1 * .5 + 0 * 0.
+    torch.testing.assert_close(
+        x_mix[:, 0], torch.tensor([0.75, 0.75, 0.5]).view(3, 1, 1).expand(3, 2, 2)
+    )
+    expected_y = torch.tensor([[0.25, 0.75, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(y_mix, expected_y, rtol=0, atol=0)
+
+
+def test_mixup_elem_each_image_uses_its_own_lam():
+    g = torch.Generator().manual_seed(15)
+    for _ in range(20):
+        x, y, perm = elem_batch(g)
+        lam = torch.rand(6, generator=g, dtype=torch.float64)
+        x_mix, y_mix = mixup(x, y, lam, perm)
+        torch.testing.assert_close(y_mix.sum(1), torch.ones(6), rtol=0, atol=1e-6)
+        for i in range(6):
+            x_i, y_i = mixup(x, y, lam[i].item(), perm)
+            assert torch.equal(x_mix[i], x_i[i]) and torch.equal(y_mix[i], y_i[i])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mixup_elem_equal_lams_is_batch_bit_for_bit(dtype):
+    g = torch.Generator().manual_seed(16)
+    for _ in range(10):
+        x, y, perm = elem_batch(g, dtype=dtype)
+        lam = torch.rand(1, generator=g, dtype=torch.float64).item()
+        same = torch.full((6,), lam, dtype=torch.float64)
+        assert_same(mixup(x, y, same, perm), mixup(x, y, lam, perm))
+
+
+# Samplers and mixer objects
+
+
+def test_sample_lams_distribution_and_reproducibility():
+    a = sample_lams(1.0, 4000, torch.Generator().manual_seed(0))
+    assert a.shape == (4000,) and a.dtype == torch.float64
+    assert torch.equal(a, sample_lams(1.0, 4000, torch.Generator().manual_seed(0)))
+    assert 0 < a.min() and a.max() < 1
+    assert abs(a.mean().item() - 0.5) < 0.02 and abs(a.var().item() - 1 / 12) < 0.01  # U(0, 1)
+    peaked = sample_lams(0.2, 4000, torch.Generator().manual_seed(1))
+    assert abs(peaked.var().item() - 1 / 5.6) < 0.015  # Beta(.2, .2)
+    # alpha << 1: underflowed pairs become fair coins, every lam stays in [0, 1].
+    tiny = sample_lams(1e-3, 200, torch.Generator().manual_seed(2))
+    assert bool(((tiny >= 0) & (tiny <= 1)).all()) and bool((tiny == 1).any())
+    # One image draws exactly what sample_lam draws.
+    for seed in range(5):
+        for alpha in (1.0, 0.2, 1e-3):
+            one = sample_lams(alpha, 1, torch.Generator().manual_seed(seed))
+            assert one.item() == sample_lam(alpha, torch.Generator().manual_seed(seed))
+
+
+def test_elem_sample_draws_lams_then_perm_then_grid_or_box():
+    x = torch.rand(6, 3, 8, 8)
+    for name in ("mixup", "cutmix", "rmix"):
+        mixer = create_mixer(name, lam_mode="elem", seed=0)
+        assert mixer.lam_mode == "elem"
+        params = mixer.sample(x, torch.Generator().manual_seed(7))
+        g = torch.Generator().manual_seed(7)
+        lam = sample_lams(1.0, 6, g)
+        assert torch.equal(params.lam, lam) and torch.equal(params.perm, sample_perm(6, g))
+        if name == "cutmix":
+            assert torch.equal(params.box, cutmix_boxes(8, 8, lam, g))
+        if name == "rmix":
+            assert params.grid == sample_grid((2, 4), g)
+        again = create_mixer(name, lam_mode="elem", seed=0).sample(
+            x, torch.Generator().manual_seed(7)
+        )
+        assert torch.equal(again.lam, params.lam) and torch.equal(again.perm, params.perm)
+    # The drop-in call draws from the mixer's own seeded stream.
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    for cls in (CutMix, Mixup):
+        a, b = (cls(5, lam_mode="elem", seed=1)(x, labels) for _ in range(2))
+        assert_same(a, b)
+        torch.testing.assert_close(a[1].sum(1), torch.ones(6))
+    a, b = (RMix(5, lam_mode="elem", seed=1)(tiny_model(), x, labels) for _ in range(2))
+    assert_same(a, b)
+    assert NoMix(lam_mode="elem").sample(x).lam == 1.0
+
+
+def test_elem_mixers_equal_batch_mixers_for_equal_lams():
+    """The mixer objects' apply: a lam tensor of one value (CutMix: with the same box in every
+    row) mixes exactly as the batch mode's float."""
+    x, y, perm = elem_batch(torch.Generator().manual_seed(17))
+    lam = 0.37
+    same = torch.full((6,), lam, dtype=torch.float64)
+    box = (1, 6, 2, 7)
+    saliency, q = torch.rand(6, 8, 8), torch.rand(6) * 0.99
+    for mixer, params, elem in (
+        (Mixup(), MixParams(lam, perm), MixParams(same, perm)),
+        (
+            CutMix(),
+            MixParams(lam, perm, box=box),
+            MixParams(same, perm, box=torch.tensor([box] * 6)),
+        ),
+        (RMix(), MixParams(lam, perm, grid=4), MixParams(same, perm, grid=4)),
+    ):
+        want = mixer.apply(x, y, params, saliency=saliency, q=q)
+        assert_same(mixer.apply(x, y, elem, saliency=saliency, q=q), want)
+
+
+def test_mix_params_lam_per_image_and_mean():
+    perm = torch.tensor([2, 0, 1])
+    batch = MixParams(0.3, perm)
+    assert torch.equal(batch.lam_per_image, torch.full((3,), 0.3, dtype=torch.float64))
+    assert batch.lam_mean == 0.3
+    elem = MixParams(torch.tensor([0.1, 0.2, 0.6], dtype=torch.float64), perm)
+    assert torch.equal(elem.lam_per_image, torch.tensor([0.1, 0.2, 0.6], dtype=torch.float64))
+    assert elem.lam_mean == pytest.approx(0.3)
+
+
+def test_agent_mix_passes_lam_mode_through():
+    from agents import AgentMix
+    from agents.policy import PerImagePolicy
+    from envs.spaces import slot_spaces
+
+    policy = PerImagePolicy(*slot_spaces(5, 8, 10, 20.0), lambda _: 1e-3)
+    mixer = AgentMix(policy, obs_grid=8, logit_clip=20.0, num_classes=5, lam_mode="elem", seed=0)
+    x = torch.rand(6, 3, 8, 8)
+    params = mixer.sample(x, torch.Generator().manual_seed(7))
+    assert torch.equal(params.lam, sample_lams(1.0, 6, torch.Generator().manual_seed(7)))
+    _, y_mix = mixer(tiny_model(), x, torch.tensor([0, 1, 2, 3, 4, 0]))
+    torch.testing.assert_close(y_mix.sum(1), torch.ones(6))
+
+
+# Validation
+
+
+@pytest.mark.parametrize("fn", ["rmix", "cutmix", "mixup"])
+@pytest.mark.parametrize(
+    ("lam", "error", "match"),
+    [
+        (torch.tensor([0.5, 0.5]), ValueError, r"lam must be a float or a tensor of shape \(3,\), got \(2,\)"),
+        (torch.full((3, 1), 0.5), ValueError, r"lam must be a float or a tensor of shape \(3,\), got \(3, 1\)"),
+        (torch.tensor([0.5, 1.5, 0.2]), ValueError, r"lam must be in \[0, 1\], got entries from 0.2"),
+        (torch.tensor([0.5, -0.1, 0.2]), ValueError, r"lam must be in \[0, 1\], got entries from -0.1"),
+        (torch.tensor([0.5, float("nan"), 0.2]), ValueError, "lam must be finite, got a non-finite entry"),
+        (torch.tensor([0.5, float("inf"), 0.2]), ValueError, "lam must be finite, got a non-finite entry"),
+        (torch.tensor([0, 1, 0]), TypeError, "lam must be a float or a floating-point tensor"),
+    ],
+)  # fmt: skip
+def test_elem_lam_validation(fn, lam, error, match):
+    x, y, pooled, q, _, perm = valid_args()
+    with pytest.raises(error, match=match):
+        if fn == "rmix":
+            rmix(x, y, pooled, q, lam, perm)
+        else:
+            {"cutmix": cutmix, "mixup": mixup}[fn](x, y, lam, perm)
+
+
+def test_elem_box_and_sampler_validation():
+    x, y, _, _, _, perm = valid_args()  # 4x4 images, B = 3
+    lam = torch.full((3,), 0.5)
+    with pytest.raises(TypeError, match=r"box must be a \(top, bottom, left, right\) tuple or"):
+        cutmix(x, y, lam, perm, box=torch.zeros(3, 4, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"box must have shape \(3, 4\), got \(2, 4\)"):
+        cutmix(x, y, lam, perm, box=torch.zeros(2, 4, dtype=torch.long))
+    for bad in ([0, 5, 0, 2], [2, 1, 0, 2], [0, 2, -1, 2], [0, 2, 3, 2]):
+        box = torch.tensor([[0, 2, 0, 2], bad, [1, 3, 1, 3]])
+        with pytest.raises(ValueError, match=r"every box must have 0 <= top <= bottom <= 4 and"):
+            cutmix(x, y, lam, perm, box=box)
+    with pytest.raises(TypeError, match=r"lam must be a 1-D tensor \(B,\) of per-image"):
+        cutmix_boxes(4, 4, 0.5)
+    with pytest.raises(ValueError, match="alpha must be a positive finite number"):
+        sample_lams(0.0, 3)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        sample_lams(1.0, 0)
+    for cls in (RMix, CutMix, Mixup):
+        with pytest.raises(ValueError, match="lam_mode must be 'batch' or 'elem', got 'tile'"):
+            cls(3, lam_mode="tile")
+
+
+# Config wiring: mix.lam_mode reaches the trainer's mixer and the env's info
+
+
+def test_lam_mode_config_trains_one_epoch(tiny_cli_args, tmp_path, capsys):
+    from rlmix.cli import run_main
+    from rlmix.config import load_config
+    from rlmix.train import main
+
+    out = tmp_path / "elem"
+    args = ["--epochs", "1", "--out", str(out), "--no-progress", "--set", "mix.lam_mode=elem"]
+    args += ["--set", "env.eval_fgsm=false"]
+    assert run_main(main, [*args, *tiny_cli_args]) == 0
+    assert load_config(out / "config.yaml").mix.lam_mode == "elem"
+    capsys.readouterr()
+    bad = ["--epochs", "1", "--out", str(tmp_path / "bad"), "--set", "mix.lam_mode=tile"]
+    assert run_main(main, [*bad, *tiny_cli_args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: config key 'mix.lam_mode' must be one of batch, elem (got 'tile')"]
+
+
+def test_env_info_reports_lam_per_image(tiny_config):
+    from envs.mixup_env import MixupEnv
+
+    for mode in ("batch", "elem"):
+        env = MixupEnv(tiny_config(**{"mix.lam_mode": mode, "env.eval_fgsm": False}))
+        assert env.trainer.mixer.lam_mode == mode
+        env.reset(seed=0)
+        info = env.step(env.action_space.sample())[-1]
+        lams = info["lam_per_image"]
+        assert isinstance(lams, np.ndarray) and lams.shape == (50,) and lams.dtype == np.float64
+        assert isinstance(info["lam"], float) and info["lam"] == pytest.approx(lams.mean())
+        assert (len(set(lams.tolist())) == 1) == (mode == "batch")
