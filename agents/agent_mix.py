@@ -17,7 +17,9 @@ neither the batch size nor the number of classes, so it works on any of either, 
 (:mod:`agents.serialize`).
 
 The context includes the fraction of training done and the learning rate as a fraction of its
-peak; pass them (``progress``, ``lr_fraction``) where your loop knows them.
+peak; pass them (``progress``, ``lr_fraction``) where your loop knows them. A policy trained with
+partner-aware decisions (``env.partner_first``) is shown each image's partner, lam and grid,
+drawn before it chooses, as in the environment; the file says which (``partner_first``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ import torch
 from agents.policy import PerImagePolicy
 from agents.serialize import load_policy
 from envs.slots import slot_context
-from envs.spaces import batch_observation
-from rlmix.mixing import RMix, topk_space
+from envs.spaces import batch_observation, has_partner, slot_partner
+from rlmix.mixing import MixParams, RMix, topk_space
 from rlmix.saliency import input_saliency
 
 
@@ -43,6 +45,8 @@ class AgentMix(RMix):
         policy: the agent's :class:`agents.policy.PerImagePolicy`.
         obs_grid: side of the pooled saliency map the policy was trained on.
         logit_clip: the observation's logit clip the policy was trained with.
+        partner_first: the policy observes each image's partner, lam and grid (read from the
+            policy's observation space when None).
         deterministic: take each image's most likely top-k instead of sampling one (sampling
             draws from the mixer's generator).
         **kwargs: :class:`rlmix.mixing.RMix` options (``num_classes``, ``grids``, ``alpha``,
@@ -57,6 +61,7 @@ class AgentMix(RMix):
         obs_grid: int,
         logit_clip: float,
         deterministic: bool = False,
+        partner_first: bool | None = None,
         **kwargs: Any,
     ) -> None:
         k = int(policy.action_space.n)
@@ -66,6 +71,13 @@ class AgentMix(RMix):
         self.policy = policy.eval()
         self.obs_grid, self.logit_clip = obs_grid, float(logit_clip)
         self.deterministic = deterministic
+        sees_partner = has_partner(policy.observation_space)
+        if partner_first is not None and partner_first != sees_partner:
+            raise ValueError(
+                f"partner_first={partner_first}, but the policy was trained "
+                f"{'with' if sees_partner else 'without'} partner-aware observations"
+            )
+        self.partner_first = sees_partner
         self._q_values = topk_space(k)
 
     @classmethod
@@ -82,12 +94,21 @@ class AgentMix(RMix):
         *,
         progress: float = 0.5,
         lr_fraction: float = 1.0,
+        params: MixParams | None = None,
     ) -> dict[str, np.ndarray]:
-        """The slot observations (key -> (B, ...)) of a batch's saliency (B, H, W) and logits."""
-        obs = batch_observation(saliency, logits, self.obs_grid, self.logit_clip)
+        """The slot observations (key -> (B, ...)) of a batch's saliency (B, H, W) and logits;
+        a partner-aware policy also needs the batch's mixing ``params``."""
+        if self.partner_first and params is None:
+            raise ValueError("this policy is partner-aware: pass the batch's mixing params")
+        batch = batch_observation(
+            saliency, logits, self.obs_grid, self.logit_clip, params if self.partner_first else None
+        )
+        obs = {k: batch[k] for k in ("saliency", "logits")}
         obs["context"] = slot_context(
             obs["saliency"], obs["logits"], float(progress), float(lr_fraction)
         )
+        if self.partner_first:
+            obs.update(slot_partner(batch))
         return obs
 
     def actions(self, obs: dict[str, np.ndarray]) -> torch.Tensor:
@@ -118,7 +139,9 @@ class AgentMix(RMix):
         soft = self.soft_labels(y, x.dtype)
         params = self.sample(x)
         saliency, logits = input_saliency(model, x, y, mode=self.saliency_mode)
-        obs = self.observation(saliency, logits, progress=progress, lr_fraction=lr_fraction)
+        obs = self.observation(
+            saliency, logits, progress=progress, lr_fraction=lr_fraction, params=params
+        )
         q = self._q_values[self.actions(obs)]
         return self.apply(x, soft, params, saliency=saliency, q=q)
 

@@ -30,6 +30,8 @@ class FrozenAgent(FixedPolicy):
         seed: unused (sampling uses torch's per-epoch global RNG).
         path: the ``agent.zip`` (JSON settings and tensors; nothing in it is unpickled).
         deterministic: take the most likely top-k instead of sampling.
+        partner_first: the run's ``env.partner_first``; it must be the setting the agent was
+            trained with (its observation differs).
     """
 
     mixer = "rmix"
@@ -40,6 +42,7 @@ class FrozenAgent(FixedPolicy):
         seed: int = 0,
         path: str = "",
         deterministic: bool = False,
+        partner_first: bool = False,
         **_: Any,
     ) -> None:
         super().__init__(action_space, seed)
@@ -53,6 +56,14 @@ class FrozenAgent(FixedPolicy):
         if k != self.k:
             raise ConfigError(
                 f"agent file '{path}' chooses among K={k} top-k values; this run has mix.k={self.k}"
+            )
+        trained = settings["policy"]["partner_first"]
+        if trained != partner_first:
+            sees = "sees" if trained else "does not see"
+            raise ConfigError(
+                f"agent file '{path}' was trained with env.partner_first={str(trained).lower()} "
+                f"(it {sees} each image's partner); set env.partner_first="
+                f"{str(trained).lower()}"
             )
         self.path = path
         self.grid = settings["policy"]["obs_grid"]

@@ -6,7 +6,9 @@ so the policy sees one image at a time and SB3 batches the images for it. Per im
 1. :class:`SlotExtractor` (SB3 features extractor) embeds the image from its pooled saliency map
    (``log1p(g*g * s)``, so a uniform map gives log 2 per cell), a fixed-size summary of its
    logits (:func:`logits_summary`: class-order and class-count independent) and the slot's
-   ``context`` (its rank in the batch, batch summaries, training progress and LR).
+   ``context`` (its rank in the batch, batch summaries, training progress and LR); with
+   partner-aware decisions (``env.partner_first``) also its partner's saliency and logits
+   summary, embedded the same way, and ``mix`` (its lam and 1 / grid).
 2. SB3's actor and critic MLPs (one hidden layer of ``hidden`` units each) on that embedding;
    ``action_net`` gives the K logits of the image's top-k choice, ``value_net`` its baseline.
 
@@ -27,7 +29,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from envs.spaces import CONTEXT, check_slot_spaces
+from envs.spaces import CONTEXT, check_slot_spaces, has_partner
 
 __all__ = ["PerImagePolicy", "SlotExtractor", "logits_summary"]
 
@@ -92,7 +94,9 @@ class SlotExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, features_dim=embed_dim)
         self.grid = observation_space["saliency"].shape[-1]
         self.top_probs = top_probs
-        in_dim = self.grid * self.grid + top_probs + 4 + len(CONTEXT)
+        self.partner = has_partner(observation_space)
+        image_dim = self.grid * self.grid + top_probs + 4
+        in_dim = image_dim + len(CONTEXT) + (image_dim + 2 if self.partner else 0)
         self.mlp = nn.Sequential(
             nn.Linear(in_dim, embed_dim),
             activation_fn(),
@@ -100,10 +104,17 @@ class SlotExtractor(BaseFeaturesExtractor):
             activation_fn(),
         )
 
+    def _image(self, saliency: torch.Tensor, logits: torch.Tensor) -> list[torch.Tensor]:
+        sal = torch.log1p(saliency.flatten(-2) * (self.grid * self.grid))
+        return [sal, logits_summary(logits, self.top_probs)]
+
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        sal = torch.log1p(observations["saliency"].flatten(-2) * (self.grid * self.grid))
-        summary = logits_summary(observations["logits"], self.top_probs)
-        return self.mlp(torch.cat([sal, summary, observations["context"]], dim=-1))
+        parts = self._image(observations["saliency"], observations["logits"])
+        parts.append(observations["context"])
+        if self.partner:
+            parts += self._image(observations["partner_saliency"], observations["partner_logits"])
+            parts.append(observations["mix"])
+        return self.mlp(torch.cat(parts, dim=-1))
 
 
 class PerImagePolicy(ActorCriticPolicy):

@@ -28,7 +28,7 @@ import torch
 from stable_baselines3 import PPO
 
 from agents.policy import PerImagePolicy
-from envs.spaces import CONTEXT, slot_spaces
+from envs.spaces import CONTEXT, has_partner, slot_spaces
 from rlmix import __version__
 from rlmix.checkpoints import atomic_write
 from rlmix.errors import ConfigError
@@ -76,6 +76,7 @@ def agent_state(model: PPO) -> dict[str, Any]:
             "logit_clip": float(obs["logits"].high.max()),
             "k": int(model.action_space.n),
             "context": list(CONTEXT),
+            "partner_first": has_partner(obs),
         },
         "ppo": {
             "learning_rate": float(model.lr_schedule(1.0)),
@@ -131,6 +132,9 @@ def settings_of(state: dict[str, Any], where: str) -> dict[str, Any]:
         isinstance(policy.get(k), int) and policy[k] >= 1 for k in ints
     ):
         raise ConfigError(f"{where}: its policy settings are incomplete or not positive integers")
+    policy.setdefault("partner_first", False)  # files written before partner-aware decisions
+    if not isinstance(policy["partner_first"], bool):
+        raise ConfigError(f"{where}: its policy setting 'partner_first' is not true or false")
     if policy.get("context") != list(CONTEXT):
         raise ConfigError(
             f"{where} was trained on the slot context {policy.get('context')}, this rlmix "
@@ -184,7 +188,9 @@ def policy_from_state(state: dict[str, Any], where: str) -> PerImagePolicy:
     """The per-image policy network of an agent state (no PPO, nothing unpickled)."""
     settings = state.get("settings_dict") or settings_of(state, where)
     p = settings["policy"]
-    observation, action = slot_spaces(p["num_classes"], p["obs_grid"], p["k"], p["logit_clip"])
+    observation, action = slot_spaces(
+        p["num_classes"], p["obs_grid"], p["k"], p["logit_clip"], partner=p["partner_first"]
+    )
     policy = PerImagePolicy(
         observation,
         action,

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from envs.rewards import Reward, RewardInputs, reward_for
-from envs.spaces import batch_observation, batch_spaces, check_action
+from envs.spaces import batch_observation, batch_spaces, check_action, partner_observation
 from rlmix import distributed
 from rlmix.config import Config, load_config
 from rlmix.errors import ConfigError, RlmixError
@@ -31,7 +31,13 @@ class MixupEnv(gym.Env[ObsType, ActType]):
       - ``saliency``: ``Box(0, 1, (B, g, g), float32)``, each image's input saliency average-pooled
         to ``g x g`` (``env.obs_grid``, 8) and normalised to sum to 1;
       - ``logits``: ``Box(-L, L, (B, N), float32)``, the classifier's logits for the batch from the
-        same forward pass, clipped to ``L`` (``env.logit_clip``).
+        same forward pass, clipped to ``L`` (``env.logit_clip``);
+      - with ``env.partner_first`` (partner-aware decisions), the batch's mixing parameters,
+        drawn before the action: ``partner`` (``MultiDiscrete([B] * B)``, image i's partner),
+        ``lam`` (``Box(0, 1, (B,))``, image i's lam) and ``grid`` (``Box(0, 1, (1,))``,
+        1 / the grid side). The step then mixes with exactly those draws (the same ones R-Mix
+        would have drawn after the action: the epoch's mixing stream is consumed in the same
+        order, so for the same actions training is bit-identical with the option off).
 
     **Action** ``MultiDiscrete([K] * B)``: per image, an index into the top-k space
     ``linspace(0, 0.99, K)``; anything else (another shape, floats, negative, >= K) raises
@@ -115,6 +121,11 @@ class MixupEnv(gym.Env[ObsType, ActType]):
                 f"reward '{held_out[0]}' needs a held-out split: set data.val_size "
                 "(images held out of the training budget, e.g. 100)"
             )
+        if cfg.env.partner_first and distributed.current().enabled:
+            raise ConfigError(
+                "env.partner_first is not supported under torchrun (partners are drawn within "
+                "each rank's shard); run it on one process"
+            )
         self.trainer = Trainer(
             cfg, hold_out=bool(held_out), teacher=any(r.teacher for r in rewards)
         )
@@ -130,10 +141,11 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         ]
         self._cf_generator: torch.Generator | None = None
         self.topk_space = topk_space(cfg.mix.k)
+        self.partner_first = cfg.env.partner_first
         b = cfg.trainer.batch_size // self.trainer.dist.world_size  # this rank's shard
         n, g = self.trainer.info.num_classes, cfg.env.obs_grid
         self.observation_space, self.action_space = batch_spaces(
-            b, n, g, cfg.mix.k, cfg.env.logit_clip
+            b, n, g, cfg.mix.k, cfg.env.logit_clip, partner=self.partner_first
         )
         self.run_seed = cfg.seed
         self.observe_saliency = (
@@ -143,6 +155,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         )
         self._uniform = np.full((b, g, g), 1.0 / (g * g), np.float32)
         self._batch: Batch | None = None
+        self._params: MixParams | None = None  # drawn before the action (env.partner_first)
         self._prev_loss: float | None = None
         self.prev_val_loss: float | None = None  # held-out loss after the last step
         self._epoch_val_loss: float | None = None  # ... when the current epoch began
@@ -168,7 +181,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         if self.needs_val_loss and self.prev_val_loss is None:
             self.prev_val_loss = t.val_loss()  # the run's first reset
         self._epoch_val_loss = self.prev_val_loss
-        self._batch = t.observe(saliency=self.observe_saliency)
+        self._observe_next()
         return self._observation(self._batch), {"epoch": float(t.epoch)}
 
     def step(self, action: ActType) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
@@ -177,7 +190,11 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         t, r = self.trainer, self.reward_fn
         action_t = torch.as_tensor(check_action(action, self.action_space))
         q = self.topk_space[action_t]
-        x_mix, y_mix, params = distributed.together(lambda: t.mix(self._batch, q))
+        if self._params is None:
+            x_mix, y_mix, params = distributed.together(lambda: t.mix(self._batch, q))
+        else:
+            params = self._params
+            x_mix, y_mix = t.apply_mix(self._batch, params, q)
         state = self._state_inputs()
         teacher = t.teacher_probs(x_mix) if self.needs_teacher else None
         cf_inputs = None
@@ -214,6 +231,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
             teacher_probs=teacher,
             val_loss=val_loss,
             test_metrics=test_metrics,
+            params=params,
             **state,
         )
         scored = {reward.name: self._score(reward, inputs) for reward in self.rewards}
@@ -233,9 +251,9 @@ class MixupEnv(gym.Env[ObsType, ActType]):
                 self.last_eval = test_metrics
             obs = self._observation(self._batch)
             t.end_epoch()
-            self._batch = None
+            self._batch = self._params = None
         else:
-            self._batch = t.observe(saliency=self.observe_saliency)
+            self._observe_next()
             obs = self._observation(self._batch)
         return obs, float(per_image.mean()), False, truncated, info
 
@@ -299,11 +317,19 @@ class MixupEnv(gym.Env[ObsType, ActType]):
             mixed_saliency=out.mixed_saliency,
             mixed=out.mixed,
             teacher_probs=t.teacher_probs(x) if self.needs_teacher else None,
+            params=params,
             counterfactual=True,
             **(self._state_inputs() if state is None else state),
         )
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _observe_next(self) -> None:
+        """Fetch the next batch; with ``env.partner_first`` also draw its mixing parameters
+        (from the epoch's mixing stream, as :meth:`rlmix.trainer.Trainer.mix` would)."""
+        t = self.trainer
+        self._batch = t.observe(saliency=self.observe_saliency)
+        self._params = t.mixer.sample(self._batch.x, t.generator) if self.partner_first else None
 
     def _counterfactual_due(self) -> bool:
         every = self.counterfactual_every
@@ -331,12 +357,19 @@ class MixupEnv(gym.Env[ObsType, ActType]):
 
     def _observation(self, batch: Batch) -> ObsType:
         if batch.saliency is None:
-            return {
+            obs = {
                 "saliency": self._uniform.copy(),
                 "logits": np.zeros(self.observation_space["logits"].shape, np.float32),
             }
+            if self._params is not None:
+                obs.update(partner_observation(self._params, batch.x.shape[0]))
+            return obs
         return batch_observation(
-            batch.saliency, batch.logits, self.cfg.env.obs_grid, self.cfg.env.logit_clip
+            batch.saliency,
+            batch.logits,
+            self.cfg.env.obs_grid,
+            self.cfg.env.logit_clip,
+            self._params,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -353,4 +386,4 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         self.run_seed = int(state["run_seed"])
         self.last_eval = state["last_eval"]
         self.prev_val_loss = state.get("prev_val_loss")
-        self._batch = None
+        self._batch = self._params = None

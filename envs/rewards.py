@@ -82,6 +82,7 @@ import torch.nn.functional as F
 
 from envs.spaces import batch_ranks
 from rlmix.errors import ConfigError, RlmixError
+from rlmix.mixing import MixParams
 from rlmix.probe import LastLayerGrad, MixedBatch
 from rlmix.registry import Registry
 from rlmix.saliency import pool_saliency
@@ -112,6 +113,8 @@ class RewardInputs:
         val_grad: the held-out batch's loss gradient on the last linear layer
             (:class:`LastLayerGrad`), before this step, when requested.
         teacher_probs: the EMA teacher's softmax (B, N) on the mixed batch, when requested.
+        params: the batch's mixing parameters (lam, partners ``perm``, grid), the same for
+            the taken and the counterfactual mix.
         counterfactual: True when these inputs describe the counterfactual mix.
     """
 
@@ -131,6 +134,7 @@ class RewardInputs:
     mixed: MixedBatch | None = None
     val_grad: LastLayerGrad | None = None
     teacher_probs: torch.Tensor | None = None
+    params: MixParams | None = None
     counterfactual: bool = False
 
 

@@ -13,6 +13,9 @@ Slot i at a step holds image i of that step's batch (the next step's slot i is a
   ``logits`` (N,), plus ``context`` (:data:`envs.spaces.CONTEXT`): the image's rank in its batch
   by confidence and by saliency peak, batch means of the confidence, the softmax entropy, the
   saliency entropy and peak, the fraction of the run done and the current LR / ``lr_max``.
+  With ``env.partner_first`` also its partner's ``partner_saliency`` and ``partner_logits`` and
+  ``mix`` = ``[lam, 1 / grid]`` (:data:`envs.spaces.PARTNER_KEYS`): the draws the step will mix
+  with.
 - **Action** ``Discrete(K)``: the image's top-k index.
 - **Reward**: the image's entry of ``info["reward_per_image"]``; with ``difference_reward``
   that minus its entry of ``info["counterfactual_per_image"]`` (the same image's reward had it
@@ -40,7 +43,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from envs.spaces import CONTEXT, batch_ranks, batch_size_of, slot_spaces
+from envs.spaces import CONTEXT, batch_ranks, batch_size_of, slot_partner, slot_spaces
 from rlmix.errors import RlmixError
 
 
@@ -110,7 +113,13 @@ class ImageSlotVecEnv(VecEnv):
         self.cfg = env.cfg
         b, k = batch_size_of(env.action_space)
         n = env.observation_space["logits"].shape[1]
-        obs_space, act_space = slot_spaces(n, self.cfg.env.obs_grid, k, self.cfg.env.logit_clip)
+        obs_space, act_space = slot_spaces(
+            n,
+            self.cfg.env.obs_grid,
+            k,
+            self.cfg.env.logit_clip,
+            partner="partner" in env.observation_space.spaces,
+        )
         super().__init__(b, obs_space, act_space)
         self._actions: np.ndarray | None = None
 
@@ -125,7 +134,10 @@ class ImageSlotVecEnv(VecEnv):
         context = slot_context(
             obs["saliency"], obs["logits"], t.progress, t.lr / self.cfg.trainer.lr_max
         )
-        return {"saliency": obs["saliency"], "logits": obs["logits"], "context": context}
+        slots = {"saliency": obs["saliency"], "logits": obs["logits"], "context": context}
+        if "partner" in obs:
+            slots.update(slot_partner(obs))
+        return slots
 
     def reset(self) -> dict[str, np.ndarray]:
         obs, info = self.env.reset(seed=self._seeds[0])

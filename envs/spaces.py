@@ -9,6 +9,13 @@ Two views of the same decisions:
   ``Dict(saliency=Box(0, 1, (g, g)), logits=Box(-L, L, (N,)), context=Box(0, 1, (C,)))`` and
   ``Discrete(K)``, where ``context`` holds :data:`CONTEXT` (batch summary and training progress).
 
+With partner-aware decisions (``env.partner_first``) the partner permutation, lam and grid are
+drawn before the action and shown: the batch view gains ``partner`` (``MultiDiscrete([B] * B)``,
+image i's partner index), ``lam`` (``Box(0, 1, (B,))``, image i's mixing coefficient) and
+``grid`` (``Box(0, 1, (1,))``, 1 / the mixing grid side); each slot gains its partner's
+``partner_saliency`` (g, g) and ``partner_logits`` (N,) and ``mix`` = ``[lam, 1 / grid]``
+(:data:`PARTNER_KEYS`).
+
 An action index ``a`` means the top-k ``q = topk_space(K)[a]`` (:func:`rlmix.mixing.topk_space`).
 """
 
@@ -18,6 +25,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from rlmix.mixing import MixParams
 from rlmix.saliency import pool_saliency
 
 #: The slot observation's ``context`` features, each in [0, 1]:
@@ -33,17 +41,55 @@ CONTEXT = (
 )
 
 
+#: The slot keys that partner-aware decisions (``env.partner_first``) add.
+PARTNER_KEYS = ("partner_saliency", "partner_logits", "mix")
+
+
 def batch_observation(
-    saliency: torch.Tensor, logits: torch.Tensor, obs_grid: int, logit_clip: float
+    saliency: torch.Tensor,
+    logits: torch.Tensor,
+    obs_grid: int,
+    logit_clip: float,
+    params: MixParams | None = None,
 ) -> dict[str, np.ndarray]:
     """The batch view's observation of a batch's input saliency (B, H, W) and logits (B, N):
     the saliency pooled to ``obs_grid`` x ``obs_grid`` in [0, 1] and the logits clipped to
-    ``logit_clip``, as float32 arrays on the CPU (the env and :class:`agents.AgentMix` alike)."""
+    ``logit_clip``, as float32 arrays on the CPU (the env and :class:`agents.AgentMix` alike).
+    With the batch's mixing ``params`` drawn before the action, also ``partner``, ``lam`` and
+    ``grid`` (:func:`partner_observation`)."""
     pooled = pool_saliency(saliency.detach(), obs_grid).clamp_(0.0, 1.0)
     clipped = logits.detach().clamp(-logit_clip, logit_clip)
-    return {
+    obs = {
         "saliency": pooled.to("cpu", torch.float32).numpy(),
         "logits": clipped.to("cpu", torch.float32).numpy(),
+    }
+    if params is not None:
+        obs.update(partner_observation(params, pooled.shape[0]))
+    return obs
+
+
+def partner_observation(params: MixParams, batch_size: int) -> dict[str, np.ndarray]:
+    """The batch view's ``partner`` (B,) int64, ``lam`` (B,) float32 and ``grid`` (1,) float32
+    (1 / side) of mixing parameters drawn before the action."""
+    lam = torch.as_tensor(params.lam, dtype=torch.float32).cpu().expand(batch_size)
+    return {
+        "partner": params.perm.to("cpu", torch.int64).numpy(),
+        "lam": lam.numpy().copy(),
+        "grid": np.array([1.0 / params.grid if params.grid else 0.0], np.float32),
+    }
+
+
+def slot_partner(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The slot keys of :data:`PARTNER_KEYS` (B, ...) from a batch observation that has
+    ``partner``, ``lam`` and ``grid``: each image's partner's saliency and logits, and
+    ``[lam_i, 1 / grid]``."""
+    perm = obs["partner"]
+    b = perm.shape[0]
+    grid = np.broadcast_to(obs["grid"].astype(np.float32), (b, 1))
+    return {
+        "partner_saliency": obs["saliency"][perm],
+        "partner_logits": obs["logits"][perm],
+        "mix": np.concatenate([obs["lam"].astype(np.float32).reshape(b, 1), grid], axis=1),
     }
 
 
@@ -60,32 +106,47 @@ def batch_ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 def batch_spaces(
-    batch_size: int, num_classes: int, obs_grid: int, k: int, logit_clip: float
+    batch_size: int,
+    num_classes: int,
+    obs_grid: int,
+    k: int,
+    logit_clip: float,
+    partner: bool = False,
 ) -> tuple[spaces.Dict, spaces.MultiDiscrete]:
-    """Observation and action spaces of the batch env."""
+    """Observation and action spaces of the batch env (``partner``: ``env.partner_first``)."""
     clip = float(logit_clip)
-    observation = spaces.Dict(
-        {
-            "saliency": spaces.Box(0.0, 1.0, (batch_size, obs_grid, obs_grid), np.float32),
-            "logits": spaces.Box(-clip, clip, (batch_size, num_classes), np.float32),
-        }
-    )
-    return observation, spaces.MultiDiscrete(np.full(batch_size, k, dtype=np.int64))
+    keys = {
+        "saliency": spaces.Box(0.0, 1.0, (batch_size, obs_grid, obs_grid), np.float32),
+        "logits": spaces.Box(-clip, clip, (batch_size, num_classes), np.float32),
+    }
+    if partner:
+        keys["partner"] = spaces.MultiDiscrete(np.full(batch_size, batch_size, dtype=np.int64))
+        keys["lam"] = spaces.Box(0.0, 1.0, (batch_size,), np.float32)
+        keys["grid"] = spaces.Box(0.0, 1.0, (1,), np.float32)
+    return spaces.Dict(keys), spaces.MultiDiscrete(np.full(batch_size, k, dtype=np.int64))
 
 
 def slot_spaces(
-    num_classes: int, obs_grid: int, k: int, logit_clip: float
+    num_classes: int, obs_grid: int, k: int, logit_clip: float, partner: bool = False
 ) -> tuple[spaces.Dict, spaces.Discrete]:
-    """Observation and action spaces of one image slot."""
+    """Observation and action spaces of one image slot (``partner``: with
+    :data:`PARTNER_KEYS`)."""
     clip = float(logit_clip)
-    observation = spaces.Dict(
-        {
-            "saliency": spaces.Box(0.0, 1.0, (obs_grid, obs_grid), np.float32),
-            "logits": spaces.Box(-clip, clip, (num_classes,), np.float32),
-            "context": spaces.Box(0.0, 1.0, (len(CONTEXT),), np.float32),
-        }
-    )
-    return observation, spaces.Discrete(k)
+    keys = {
+        "saliency": spaces.Box(0.0, 1.0, (obs_grid, obs_grid), np.float32),
+        "logits": spaces.Box(-clip, clip, (num_classes,), np.float32),
+        "context": spaces.Box(0.0, 1.0, (len(CONTEXT),), np.float32),
+    }
+    if partner:
+        keys["partner_saliency"] = spaces.Box(0.0, 1.0, (obs_grid, obs_grid), np.float32)
+        keys["partner_logits"] = spaces.Box(-clip, clip, (num_classes,), np.float32)
+        keys["mix"] = spaces.Box(0.0, 1.0, (2,), np.float32)
+    return spaces.Dict(keys), spaces.Discrete(k)
+
+
+def has_partner(observation: spaces.Dict) -> bool:
+    """Whether a slot observation space is partner-aware (has :data:`PARTNER_KEYS`)."""
+    return all(key in observation.spaces for key in PARTNER_KEYS)
 
 
 def batch_size_of(space: spaces.MultiDiscrete) -> tuple[int, int]:
@@ -103,14 +164,15 @@ def batch_size_of(space: spaces.MultiDiscrete) -> tuple[int, int]:
 
 def check_slot_spaces(observation: spaces.Space, action: spaces.Space) -> tuple[int, int]:
     """``(g, K)`` of slot spaces as :func:`slot_spaces` makes them; ValueError otherwise."""
-    if not isinstance(observation, spaces.Dict) or set(observation.spaces) != {
-        "saliency",
-        "logits",
-        "context",
-    }:
+    own = {"saliency", "logits", "context"}
+    if not isinstance(observation, spaces.Dict) or set(observation.spaces) not in (
+        own,
+        own | set(PARTNER_KEYS),
+    ):
         raise ValueError(
             "observation_space must be a Dict with the keys 'saliency', 'logits' and 'context' "
-            f"(one image slot, see envs.spaces.slot_spaces), got {observation}"
+            f"(and, partner-aware, {', '.join(map(repr, PARTNER_KEYS))}: one image slot, see "
+            f"envs.spaces.slot_spaces), got {observation}"
         )
     sal, logits, context = (observation[k] for k in ("saliency", "logits", "context"))
     if len(sal.shape) != 2 or sal.shape[0] != sal.shape[1]:
@@ -145,11 +207,15 @@ def check_action(action: object, space: spaces.MultiDiscrete) -> np.ndarray:
 
 __all__ = [
     "CONTEXT",
+    "PARTNER_KEYS",
     "batch_observation",
     "batch_ranks",
     "batch_size_of",
     "batch_spaces",
     "check_action",
     "check_slot_spaces",
+    "has_partner",
+    "partner_observation",
+    "slot_partner",
     "slot_spaces",
 ]

@@ -91,7 +91,8 @@ class EnvConfig:
     eval_localization: bool = True  # include CAM localisation where the data has boxes
     counterfactual_every: int | None = None  # score a random top-k on every Nth step's state
     # (policy_gain; 0 off; None: 1 for rlmix.train_agent, 0 for rlmix.train)
-    ema_decay: float = 0.99  # per-step decay of the EMA teacher (ema_agreement reward)
+    ema_decay: float = 0.99  # per-step decay of the EMA teacher (ema_agreement, teach rewards)
+    partner_first: bool = False  # draw partners, lam and grid before the action and show them
 
 
 @dataclass

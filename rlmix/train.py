@@ -63,7 +63,11 @@ def policy_options(cfg: Config) -> dict[str, Any]:
     if cfg.policy == "constant":
         return {"q": cfg.constant_topk}
     if cfg.policy == "agent":
-        return {"path": cfg.frozen_agent.path, "deterministic": cfg.frozen_agent.deterministic}
+        return {
+            "path": cfg.frozen_agent.path,
+            "deterministic": cfg.frozen_agent.deterministic,
+            "partner_first": cfg.env.partner_first,
+        }
     return {}
 
 
