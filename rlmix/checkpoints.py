@@ -154,13 +154,18 @@ _RESUMABLE_KEYS = {"out"}
 
 
 def config_difference(saved: dict, current: dict, *, there: str = "in the checkpoint") -> str:
-    """Describe the first differing key between two config dicts, ignoring resumable keys."""
+    """Describe the first differing key between two config dicts, ignoring resumable keys. A
+    key the saved config lacks (written by an older rlmix) counts as its default."""
+    from rlmix.config import Config  # config imports this module's writers lazily too
+
+    defaults = _flatten(Config().to_dict())
     flat_a, flat_b = _flatten(saved), _flatten(current)
     for key in sorted(set(flat_a) | set(flat_b)):
         if key in _RESUMABLE_KEYS:
             continue
-        if flat_a.get(key) != flat_b.get(key):
-            return f"{key}: {flat_a.get(key)!r} {there}, {flat_b.get(key)!r} now"
+        old = flat_a.get(key, defaults.get(key))
+        if old != flat_b.get(key):
+            return f"{key}: {old!r} {there}, {flat_b.get(key)!r} now"
     return ""
 
 

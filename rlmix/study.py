@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlmix.checkpoints import atomic_write_json
+from rlmix.checkpoints import atomic_write_json, config_difference
 from rlmix.config import Config, load_config
 from rlmix.errors import ConfigError
 
@@ -240,7 +240,8 @@ def open_study(out: Path, study: dict[str, Any], *, resume: bool) -> bool:
             raise ConfigError(
                 f"'{path}' is unreadable ({e}); remove it or use another --out"
             ) from e
-        if saved != study:
+        same_config = not config_difference(saved.get("config", {}), study["config"])
+        if {**saved, "config": study["config"]} != study or not same_config:
             raise ConfigError(
                 f"'{out}' holds a different study ({_difference(saved, study)}); use another "
                 "--out, or remove the directory to start over"
@@ -256,8 +257,6 @@ def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
     for key in ("arms", "seeds", "reference"):
         if saved.get(key) != now.get(key):
             return f"{key}: {saved.get(key)!r} there, {now.get(key)!r} now"
-    from rlmix.checkpoints import config_difference
-
     return (
         config_difference(saved.get("config", {}), now.get("config", {}), there="there") or "format"
     )

@@ -62,3 +62,15 @@ def test_sigkill_during_write_keeps_previous_file(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script])
     assert proc.returncode == -9
     assert path.read_text().strip() == '{\n  "v": 1\n}'
+
+
+def test_a_key_an_older_config_lacks_counts_as_its_default():
+    from rlmix.checkpoints import config_difference
+    from rlmix.config import load_config
+
+    now = load_config(None).to_dict()
+    older = {**now, "mix": {k: v for k, v in now["mix"].items() if k != "lam_mode"}}
+    older["env"] = {k: v for k, v in now["env"].items() if k != "partner_first"}
+    assert config_difference(older, now) == ""
+    elem = {**now, "mix": {**now["mix"], "lam_mode": "elem"}}
+    assert config_difference(older, elem) == "mix.lam_mode: 'batch' in the checkpoint, 'elem' now"
