@@ -64,6 +64,8 @@ from rlmix.study import (
     manifest,
     open_study,
     run_dir,
+    run_job,
+    state_of,
 )
 
 FIXED = [p for p in list_policies() if p != "agent"]  # "agent" here is the learning agent
@@ -145,6 +147,12 @@ def build_parser() -> ArgumentParser:
         metavar="N",
         help="score the same-batch counterfactual every Nth step where it only reports (every "
         "arm but an agent learning from agent.baseline=counterfactual; default 1)",
+    )
+    p.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="run nothing: write the tables of the seeds whose runs have all finished (a study "
+        "in progress, e.g. while another process runs it)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -580,9 +588,10 @@ def compare(
     progress: bool = True,
     counterfactual_every: int = 1,
     versus: Sequence[str] = (),
+    tables_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or continue) every (arm, seed), write the tables and plots; returns the summary
-    rows."""
+    rows. With ``tables_only``, run nothing: tabulate the seeds whose runs have all finished."""
     specs = agent_specs(rewards, agents, cfg.env.reward)
     _check(cfg, policies, seeds, specs, reference, jobs, confidence)
     if counterfactual_every < 1:
@@ -595,7 +604,13 @@ def compare(
     study_arms = arms(cfg, policies, specs, reference, counterfactual_every)
     study_jobs = make_jobs(cfg, study_arms, seeds, out)  # validates every arm's config
     check_writable(out)
-    resumed = open_study(out, manifest(cfg, study_arms, seeds, reference), resume=resume)
+    study = manifest(cfg, study_arms, seeds, reference)
+    resumed = open_study(out, study, resume=resume or tables_only)
+    if tables_only:
+        done = finished(study_jobs)
+        if not done:
+            raise ConfigError(f"no seed of the study in '{out}' has finished all its runs yet")
+        return _tables(cfg, done, out, reference, confidence, versus, "tables only")
     start = time.perf_counter()
     bar = tqdm(total=len(study_jobs), desc="compare", disable=not progress)
     if resumed:
@@ -616,12 +631,40 @@ def compare(
         )
     finally:
         bar.close()
+    where = f"{jobs} job{'s' if jobs > 1 else ''}" if launcher == "local" else launcher
+    when = f"{time.perf_counter() - start:.0f} s{' this time' if resumed else ''}, {where}"
+    return _tables(cfg, results, out, reference, confidence, versus, when)
+
+
+def finished(jobs: list[Job]) -> list[Result]:
+    """The results of the seeds whose every run has finished (the others are left out, so every
+    paired difference is over the same seeds)."""
+    done = {
+        (j.label, j.seed) for j in jobs if all(state_of(x) == "done" for x in (j, j.search) if x)
+    }
+    seeds = [
+        s
+        for s in dict.fromkeys(j.seed for j in jobs)
+        if all((j.label, j.seed) in done for j in jobs if j.seed == s)
+    ]
+    return [run_job(j) for j in jobs if j.seed in seeds]
+
+
+def _tables(
+    cfg: Config,
+    results: list[Result],
+    out: Path,
+    reference: str,
+    confidence: float,
+    versus: Sequence[str],
+    when: str,
+) -> list[dict[str, Any]]:
+    """Write the tables, CSVs and plots of ``results``; returns the summary rows."""
     results = with_searches(results)
     rows = summarise(results, reference, confidence, versus)
-    where = f"{jobs} job{'s' if jobs > 1 else ''}" if launcher == "local" else launcher
+    seeds = sorted({r.seed for r in results})
     title = (
-        f"{cfg.data.name} / {cfg.model.name}, {cfg.trainer.epochs} epochs, seeds {seeds} "
-        f"({time.perf_counter() - start:.0f} s{' this time' if resumed else ''}, {where})"
+        f"{cfg.data.name} / {cfg.model.name}, {cfg.trainer.epochs} epochs, seeds {seeds} ({when})"
     )
     table = to_markdown(rows, title, reference, confidence, versus)
     atomic_write_text(out / "results.md", table)
@@ -684,6 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not args.no_progress,
         counterfactual_every=args.counterfactual_every,
         versus=versus,
+        tables_only=args.tables_only,
     )
     print(to_markdown(rows, "results", args.reference, args.confidence, versus))
     print(f"tables: {out / 'results.md'}, {out / 'runs.csv'}, {out / 'summary.csv'}")

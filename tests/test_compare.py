@@ -157,3 +157,16 @@ def test_a_transfer_run_scores_its_reward_when_it_needs_no_held_out_data(tiny_co
     study = json.loads((tmp_path / "study.json").read_text())
     every = {a["label"]: a["counterfactual_every"] for a in study["arms"]}
     assert every == {"agent[h]": 2, "agent[t]": 2, "rmix": 2, "cutmix_plus": None}
+
+
+def test_tables_only_tabulates_the_finished_seeds_and_runs_nothing(tiny_config, tmp_path):
+    cfg = tiny_config(epochs=1, eval_fgsm=False)
+    args = (cfg, ["rmix", "mixup"], [0, 1], None, tmp_path)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        compare(*args, tables_only=True, progress=False)
+    compare(*args, progress=False)
+    (tmp_path / "mixup" / "seed1" / "metrics.json").unlink()  # seed 1 unfinished
+    rows = compare(*args, tables_only=True, progress=False)
+    assert {r["policy"]: r["seeds"] for r in rows} == {"rmix": 1, "mixup": 1}
+    assert "seeds [0] (tables only)" in (tmp_path / "results.md").read_text()
+    assert not (tmp_path / "mixup" / "seed1" / "metrics.json").exists()  # nothing ran
