@@ -321,12 +321,10 @@ class Trainer:
         the pass also records :class:`rlmix.probe.MixedBatch` (weights before the step). The
         loss is the detached mean over ranks under torchrun.
         """
-        self.model.train()
-        x_in = x_mix.detach().requires_grad_(input_grad)
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast(), capture_last_layer(self.model, last_layer) as seen:
-            logits = (self.ddp or self.model)(x_in)
-        loss = self.loss_fn(logits.float(), y_mix)
+        x_in, logits, loss, seen = self._forward(
+            self.ddp or self.model, x_mix, y_mix, input_grad, last_layer
+        )
         reported = distributed.all_reduce_mean(loss.detach())
         if not bool(torch.isfinite(reported)):
             raise RlmixError(self._where(f"training loss is {reported.item()}"))
@@ -352,16 +350,30 @@ class Trainer:
         another mixed batch, changing nothing: no optimiser step, no weight gradient, BatchNorm
         statistics and every random stream as they were (:func:`rlmix.probe.preserved`). The
         same-batch counterfactual of a step; the loss is this rank's."""
-        with preserved(self.model):
-            self.model.train()
-            x_in = x_mix.detach().requires_grad_(input_grad)
-            with torch.set_grad_enabled(input_grad), self._autocast():
-                with capture_last_layer(self.model, last_layer) as seen:
-                    logits = self.model(x_in)
-                loss = self.loss_fn(logits.float(), y_mix)
-                if input_grad:
-                    (x_in.grad,) = torch.autograd.grad(loss, x_in)
+        with preserved(self.model), torch.set_grad_enabled(input_grad):
+            x_in, logits, loss, seen = self._forward(
+                self.model, x_mix, y_mix, input_grad, last_layer
+            )
+            if input_grad:
+                (x_in.grad,) = torch.autograd.grad(loss, x_in)
             return self._output(loss.detach(), x_in, y_mix, logits, seen)
+
+    def _forward(
+        self,
+        net: torch.nn.Module,
+        x_mix: torch.Tensor,
+        y_mix: torch.Tensor,
+        input_grad: bool,
+        last_layer: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The train-mode forward of a mixed batch through ``net`` (the model or its DDP
+        wrapper): ``(x_in, logits, loss, last-layer inputs)``, x_in requiring grad with
+        ``input_grad``, the last layer's inputs recorded with ``last_layer``."""
+        self.model.train()
+        x_in = x_mix.detach().requires_grad_(input_grad)
+        with self._autocast(), capture_last_layer(self.model, last_layer) as seen:
+            logits = net(x_in)
+        return x_in, logits, self.loss_fn(logits.float(), y_mix), seen
 
     def _output(self, loss, x_in, y_mix, logits, seen: list[torch.Tensor]) -> StepOutput:
         out = StepOutput(loss)

@@ -45,6 +45,17 @@ X = torch.stack([torch.arange(16.0).reshape(1, 4, 4) / 16, torch.ones(1, 4, 4)])
 Y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 
 
+def cells(kinds: str, own: torch.Tensor, partner: torch.Tensor, lam: float) -> torch.Tensor:
+    """The 4x4 mixed channel whose 2x2 cells, row by row, are ``own``'s pixels (o), the
+    partner's (p) or both mixed (m: ``lam * own + (1 - lam) * partner``)."""
+    pick = {"o": own, "p": partner, "m": lam * own + (1 - lam) * partner}
+    out = torch.empty(4, 4)
+    for c, kind in enumerate(kinds):
+        rows, cols = slice(2 * (c // 2), 2 * (c // 2) + 2), slice(2 * (c % 2), 2 * (c % 2) + 2)
+        out[rows, cols] = pick[kind][rows, cols]
+    return out
+
+
 def test_rmix_hand_computed_masks():
     mask, partner, m_inter = rmix_masks(POOLED, Q, PERM)
     assert torch.equal(mask, torch.tensor([[[1, 1], [0, 0]], [[0, 1], [0, 1]]]).bool())
@@ -60,24 +71,10 @@ def test_rmix_hand_computed_pixels_and_labels():
     x_mix, y_mix = rmix(X, Y, POOLED, Q, LAM, PERM)
     # Image 0 (partner 1): cell (0,0) own pixels k/16; (0,1) and (1,0) mixed .25 k/16 + .75;
     # cell (1,1) pasted from image 1 (= 1).
-    expected_0 = torch.tensor(
-        [
-            [0.0, 0.0625, 0.78125, 0.796875],
-            [0.25, 0.3125, 0.84375, 0.859375],
-            [0.875, 0.890625, 1.0, 1.0],
-            [0.9375, 0.953125, 1.0, 1.0],
-        ]
-    )
+    expected_0 = cells("ommp", X[0, 0], X[1, 0], LAM)
     # Image 1 (partner 0): cell (0,0) pasted from image 0 (k/16); (0,1), (1,0) mixed
     # .25 * 1 + .75 k/16; cell (1,1) its own pixels (= 1).
-    expected_1 = torch.tensor(
-        [
-            [0.0, 0.0625, 0.34375, 0.390625],
-            [0.25, 0.3125, 0.53125, 0.578125],
-            [0.625, 0.671875, 1.0, 1.0],
-            [0.8125, 0.859375, 1.0, 1.0],
-        ]
-    )
+    expected_1 = cells("pmmo", X[1, 0], X[0, 0], LAM)
     torch.testing.assert_close(
         x_mix, torch.stack([expected_0, expected_1])[:, None], rtol=0, atol=0
     )
@@ -93,18 +90,11 @@ def test_rmix_hand_computed_two_channels_and_top_quantile():
     assert torch.equal(mask, torch.tensor([[[1, 0], [0, 0]], [[0, 1], [0, 0]]]).bool())
     x2 = torch.cat([X, 1 - X], dim=1)  # second channel 1 - x
     x_mix, y_mix = rmix(x2, Y, POOLED, torch.tensor([0.99, 0.99]), LAM, PERM)
-    # Image 0: cell (0,0) own top; (0,1) partner's top; the other two cells mixed (both least).
-    ch0 = torch.tensor(
-        [
-            [0.0, 0.0625, 1.0, 1.0],
-            [0.25, 0.3125, 1.0, 1.0],
-            [0.875, 0.890625, 0.90625, 0.921875],
-            [0.9375, 0.953125, 0.96875, 0.984375],
-        ]
-    )
-    torch.testing.assert_close(x_mix[0, 0], ch0, rtol=0, atol=0)
-    torch.testing.assert_close(x_mix[0, 1][:2, :2], 1 - X[0, 0, :2, :2], rtol=0, atol=0)
-    torch.testing.assert_close(x_mix[0, 1][:2, 2:], torch.zeros(2, 2), rtol=0, atol=0)
+    # Image 0: cell (0,0) own top; (0,1) partner's top; the other two cells mixed (both least),
+    # in both channels.
+    for c in range(2):
+        expected = cells("opmm", x2[0, c], x2[1, c], LAM)
+        torch.testing.assert_close(x_mix[0, c], expected, rtol=0, atol=0)
     # m_inter 2/4, own 1/4, partner 1/4 again: same label weights as above.
     torch.testing.assert_close(y_mix, torch.tensor([[0.375, 0.0, 0.625], [0.625, 0.0, 0.375]]))
 
@@ -623,14 +613,7 @@ def test_rmix_elem_hand_computed():
     # The hand-computed case above with lam = (.25, .5): image 0 is unchanged; image 1's mixed
     # cells (0,1) and (1,0) are now .5 * 1 + .5 * k/16.
     x_mix, y_mix = rmix(X, Y, POOLED, Q, torch.tensor([0.25, 0.5]), PERM)
-    expected_1 = torch.tensor(
-        [
-            [0.0, 0.0625, 0.5625, 0.59375],
-            [0.25, 0.3125, 0.6875, 0.71875],
-            [0.75, 0.78125, 1.0, 1.0],
-            [0.875, 0.90625, 1.0, 1.0],
-        ]
-    )
+    expected_1 = cells("pmmo", X[1, 0], X[0, 0], 0.5)
     torch.testing.assert_close(x_mix[1, 0], expected_1, rtol=0, atol=0)
     torch.testing.assert_close(x_mix[0], rmix(X, Y, POOLED, Q, 0.25, PERM)[0][0], rtol=0, atol=0)
     # Image 1: w_own = .5 * .5 + .25 = .5, w_partner = .5 * .5 + .25 = .5.

@@ -1,6 +1,7 @@
 """envs.rewards: the built-in rewards (hand-computed), per-image returns and their validation."""
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -211,22 +212,30 @@ def _classifier_and_batches(loss="soft_ce"):
     return model, get_loss(loss), x, y, x_val, labels_val
 
 
-@pytest.mark.parametrize("loss", ["soft_ce", "bce"])
-def test_val_grad_align_matches_autograd_per_example_gradients(loss):
-    """The closed form equals each example's own last-layer gradient (one backward per example)
-    dotted with the held-out batch's mean gradient, to 1e-5."""
+def val_grad_alignment(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_val: torch.Tensor,
+    labels_val: torch.Tensor,
+) -> tuple[RewardInputs, list[float], list[float]]:
+    """The val_grad rewards' inputs for the mixed batch ``(x, y)`` (soft labels) and the held-out
+    batch ``(x_val, labels_val)``, and by autograd each example's own last-layer gradient (one
+    backward per example) dotted with the held-out batch's mean gradient: ``(inputs, dots,
+    cosines)``. Checks the closed-form held-out gradient against autograd, to 1e-6."""
     from rlmix.probe import capture_last_layer, last_layer_grad, mixed_batch
 
-    model, loss_fn, x, y, x_val, labels_val = _classifier_and_batches(loss)
+    n = y.shape[1]
     fc = model.get_classifier()
     model.train()
     with capture_last_layer(model) as seen:
         logits = model(x)
     mixed = mixed_batch(loss_fn, y, logits, seen[-1])
-    g = last_layer_grad(model, loss_fn, x_val, labels_val, 5)
+    g = last_layer_grad(model, loss_fn, x_val, labels_val, n)
     # autograd: the held-out mean gradient (eval mode), then each example's gradient alone
     model.eval()
-    onehot = torch.nn.functional.one_hot(labels_val, 5).float()
+    onehot = torch.nn.functional.one_hot(labels_val, n).float()
     gw, gb = torch.autograd.grad(loss_fn(model(x_val), onehot), [fc.weight, fc.bias])
     np.testing.assert_allclose(g.weight, gw, atol=1e-6)
     np.testing.assert_allclose(g.bias, gb, atol=1e-6)
@@ -239,7 +248,16 @@ def test_val_grad_align_matches_autograd_per_example_gradients(loss):
         gi = torch.cat([w.flatten(), b]).double()
         dots.append(float(gi @ val))
         cosines.append(float(gi @ val / (gi.norm() * val.norm())))
-    inputs = RewardInputs(q=torch.zeros(12), loss=0.0, mixed=mixed, val_grad=g)
+    inputs = RewardInputs(q=torch.zeros(x.shape[0]), loss=0.0, mixed=mixed, val_grad=g)
+    return inputs, dots, cosines
+
+
+@pytest.mark.parametrize("loss", ["soft_ce", "bce"])
+def test_val_grad_align_matches_autograd_per_example_gradients(loss):
+    """The closed form equals each example's own last-layer gradient (one backward per example)
+    dotted with the held-out batch's mean gradient, to 1e-5."""
+    model, loss_fn, x, y, x_val, labels_val = _classifier_and_batches(loss)
+    inputs, dots, cosines = val_grad_alignment(model, loss_fn, x, y, x_val, labels_val)
     align = get_reward("val_grad_align")(inputs)
     dot = get_reward("val_grad_dot")(inputs)
     assert align.shape == (12,) and align.std() > 0.02  # per image, not one value per batch

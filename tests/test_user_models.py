@@ -20,7 +20,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from agents import AgentMix
 from envs import MixupEnv
-from envs.rewards import RewardInputs, get_reward
+from envs.rewards import get_reward
 from rlmix.checkpoints import load_checkpoint
 from rlmix.cli import run_main
 from rlmix.compare import main as compare_main
@@ -30,10 +30,10 @@ from rlmix.headroom import main as headroom_main
 from rlmix.losses import get_loss
 from rlmix.metrics import evaluate
 from rlmix.models import create_model
-from rlmix.probe import capture_last_layer, last_layer_grad, mixed_batch
 from rlmix.train import main as train_main
 from rlmix.train_agent import main as agent_main
 from tests.test_distributed import fixed_args, torchrun
+from tests.test_rewards import val_grad_alignment
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = "tests.user_model_fixtures"
@@ -255,28 +255,10 @@ def test_val_grad_align_equals_per_example_autograd(name):
     with the held-out batch's mean gradient (as tests/test_rewards.py for the built-ins)."""
     torch.manual_seed(0)
     model = create_model(name, 5, in_chans=1, image_size=16)  # small_cnn: repeated channel
-    loss_fn, fc = get_loss("soft_ce"), model.get_classifier()
     x = torch.rand(6, 1, 16, 16)
     y = torch.softmax(torch.randn(6, 5) * 2, dim=1)
     x_val, labels_val = torch.rand(10, 1, 16, 16), torch.randint(0, 5, (10,))
-    model.train()
-    with capture_last_layer(model) as seen:
-        logits = model(x)
-    mixed = mixed_batch(loss_fn, y, logits, seen[-1])
-    g = last_layer_grad(model, loss_fn, x_val, labels_val, 5)
-    model.eval()
-    onehot = torch.nn.functional.one_hot(labels_val, 5).float()
-    gw, gb = torch.autograd.grad(loss_fn(model(x_val), onehot), [fc.weight, fc.bias])
-    np.testing.assert_allclose(g.weight, gw, atol=1e-6)
-    np.testing.assert_allclose(g.bias, gb, atol=1e-6)
-    model.train()
-    val = torch.cat([gw.flatten(), gb]).double()
-    cosines = []
-    for i in range(6):
-        w, b = torch.autograd.grad(loss_fn(model(x)[i : i + 1], y[i : i + 1]), [fc.weight, fc.bias])
-        gi = torch.cat([w.flatten(), b]).double()
-        cosines.append(float(gi @ val / (gi.norm() * val.norm())))
-    inputs = RewardInputs(q=torch.zeros(6), loss=0.0, mixed=mixed, val_grad=g)
+    inputs, _, cosines = val_grad_alignment(model, get_loss("soft_ce"), x, y, x_val, labels_val)
     align = get_reward("val_grad_align")(inputs)
     np.testing.assert_allclose(align, cosines, atol=1e-5)
     assert align.std() > 0.01

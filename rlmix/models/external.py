@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from rlmix.errors import ConfigError
+from rlmix.models.base import register_pixel_stats
 
 TIMM_PREFIX = "timm/"
 PROBE_BATCH = 2
@@ -189,17 +190,10 @@ class ExternalClassifier(nn.Module):
         in_chans: int = 3,
     ) -> None:
         super().__init__()
-        mean = [0.0] * in_chans if mean is None else list(mean)
-        std = [1.0] * in_chans if std is None else list(std)
-        if len(mean) != in_chans or len(std) != in_chans:
-            raise ConfigError(
-                f"model '{name}': mean and std need {in_chans} values, "
-                f"got {len(mean)} and {len(std)}"
-            )
-        if min(std) <= 0:
-            raise ConfigError(f"model '{name}': std must be positive, got {std}")
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        try:
+            register_pixel_stats(self, mean, std, in_chans)
+        except ValueError as e:
+            raise ConfigError(f"model '{name}': {e}") from e
         self.net = net
         self.name = name
         self.num_classes = num_classes

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlmix.models import register_model
-from rlmix.models.base import Classifier
+from rlmix.models.base import Classifier, residual_stages
 
 
 def init_weights(module: nn.Module) -> None:
@@ -85,15 +85,10 @@ class PreActResNet(Classifier):
         if len(blocks) != 4 or min(blocks) < 1:
             raise ValueError(f"blocks must be 4 positive stage depths, got {tuple(blocks)}")
         super().__init__(num_classes, 8 * width, **base)
+        widths = [width * 2**stage for stage in range(4)]
         layers: list[nn.Module] = [nn.Conv2d(self.in_chans, width, 3, padding=1, bias=False)]
-        in_planes = width
-        for stage, depth in enumerate(blocks):
-            planes = width * 2**stage
-            for i in range(depth):
-                stride = 2 if stage > 0 and i == 0 else 1
-                layers.append(PreActBlock(in_planes, planes, stride))
-                in_planes = planes
-        layers += [nn.BatchNorm2d(in_planes), nn.ReLU()]
+        layers += residual_stages(PreActBlock, width, widths, blocks, (1, 2, 2, 2))
+        layers += [nn.BatchNorm2d(widths[-1]), nn.ReLU()]
         self.body = nn.Sequential(*layers)
         self.apply(init_weights)
 

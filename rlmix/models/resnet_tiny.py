@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlmix.models import register_model
-from rlmix.models.base import Classifier
+from rlmix.models.base import Classifier, conv_bn_shortcut, residual_stages
 from rlmix.models.preact_resnet import init_weights
 
 
@@ -34,11 +34,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
-            )
+        self.shortcut = conv_bn_shortcut(in_planes, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -71,10 +67,7 @@ class TinyResNet(Classifier):
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(),
         ]
-        in_planes = widths[0]
-        for planes, stride in zip(widths, (1, 2, 1), strict=True):
-            layers.append(BasicBlock(in_planes, planes, stride))
-            in_planes = planes
+        layers += residual_stages(BasicBlock, widths[0], widths, (1, 1, 1), (1, 2, 1))
         self.body = nn.Sequential(*layers)
         self.apply(init_weights)
 

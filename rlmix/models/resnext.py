@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlmix.models import register_model
-from rlmix.models.base import Classifier
+from rlmix.models.base import Classifier, blocks_per_stage, conv_bn_shortcut, residual_stages
 from rlmix.models.preact_resnet import init_weights
 
 
@@ -37,12 +37,7 @@ class ResNeXtBottleneck(nn.Module):
         self.bn_group = nn.BatchNorm2d(group_width)
         self.conv_expand = nn.Conv2d(group_width, out_planes, 1, bias=False)
         self.bn_expand = nn.BatchNorm2d(out_planes)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != out_planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_planes),
-            )
+        self.shortcut = conv_bn_shortcut(in_planes, out_planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn_reduce(self.conv_reduce(x)))
@@ -74,29 +69,23 @@ class ResNeXt(Classifier):
         base_width: int = 24,
         **base: Any,
     ) -> None:
-        if depth < 11 or (depth - 2) % 9 != 0:
-            raise ValueError(f"depth must be 9n + 2 with n >= 1, got {depth}")
+        n = blocks_per_stage(depth, 9, 2)
         if cardinality < 1 or base_width < 1:
             raise ValueError(
                 f"cardinality and base_width must be >= 1, got {cardinality} and {base_width}"
             )
         super().__init__(num_classes, 1024, **base)
-        n = (depth - 2) // 9
+
+        def bottleneck(in_planes: int, out_planes: int, stride: int) -> ResNeXtBottleneck:
+            group_width = cardinality * (out_planes // 4 * base_width // 64)  # 4x expansion
+            return ResNeXtBottleneck(in_planes, group_width, out_planes, cardinality, stride)
+
         layers: list[nn.Module] = [
             nn.Conv2d(self.in_chans, 64, 3, padding=1, bias=False),
             nn.BatchNorm2d(64),
             nn.ReLU(),
         ]
-        in_planes = 64
-        for stage in range(3):
-            planes = 64 * 2**stage
-            group_width = cardinality * (planes * base_width // 64)
-            for i in range(n):
-                stride = 2 if stage > 0 and i == 0 else 1
-                layers.append(
-                    ResNeXtBottleneck(in_planes, group_width, 4 * planes, cardinality, stride)
-                )
-                in_planes = 4 * planes
+        layers += residual_stages(bottleneck, 64, (256, 512, 1024), (n, n, n), (1, 2, 2))
         self.body = nn.Sequential(*layers)
         self.apply(init_weights)
 

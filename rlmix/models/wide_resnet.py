@@ -10,6 +10,7 @@ convolutions of each block, as in the original WRN.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlmix.models import register_model
-from rlmix.models.base import Classifier
+from rlmix.models.base import Classifier, blocks_per_stage, residual_stages
 from rlmix.models.preact_resnet import init_weights
 
 
@@ -67,23 +68,17 @@ class WideResNet(Classifier):
         dropout: float = 0.0,
         **base: Any,
     ) -> None:
-        if depth < 10 or (depth - 4) % 6 != 0:
-            raise ValueError(f"depth must be 6n + 4 with n >= 1, got {depth}")
+        n = blocks_per_stage(depth, 6, 4)
         if widen_factor < 1:
             raise ValueError(f"widen_factor must be >= 1, got {widen_factor}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
         super().__init__(num_classes, widths[-1], **base)
-        n = (depth - 4) // 6
         layers: list[nn.Module] = [nn.Conv2d(self.in_chans, 16, 3, padding=1, bias=True)]
-        in_planes = 16
-        for stage, planes in enumerate(widths):
-            for i in range(n):
-                stride = 2 if stage > 0 and i == 0 else 1
-                layers.append(WideBasic(in_planes, planes, stride, dropout))
-                in_planes = planes
-        layers += [nn.BatchNorm2d(in_planes), nn.ReLU()]
+        block = functools.partial(WideBasic, dropout=dropout)
+        layers += residual_stages(block, 16, widths, (n, n, n), (1, 2, 2))
+        layers += [nn.BatchNorm2d(widths[-1]), nn.ReLU()]
         self.body = nn.Sequential(*layers)
         self.apply(init_weights)
 
