@@ -273,18 +273,9 @@ class MixupEnv(gym.Env[ObsType, ActType]):
             "val_grad": self.trainer.held_out_grad() if self.needs_val_grad else None,
         }
 
-    def score(
-        self,
-        params: MixParams,
-        action: torch.Tensor,
-        *,
-        partner_action: torch.Tensor | None = None,
-        state: dict[str, Any] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Every counterfactual-capable reward (per image) of mixing the current batch with
-        ``params`` and top-k ``action`` (B,) long, on the current weights, changing nothing:
-        the same-batch counterfactual (:meth:`mix_inputs`)."""
-        inputs = self.mix_inputs(params, action, partner_action=partner_action, state=state)
+    def score(self, inputs: RewardInputs) -> dict[str, np.ndarray]:
+        """Every counterfactual-capable reward (per image) of a mix described by ``inputs``
+        (:meth:`mix_inputs`: the same-batch counterfactual, changing nothing)."""
         return {r.name: self._score(r, inputs) for r in self.counterfactual_rewards}
 
     def mix_inputs(

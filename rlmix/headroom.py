@@ -191,8 +191,10 @@ def _score_batch(env: MixupEnv, k: int, partner_stream: torch.Generator) -> dict
     everyone = {n: torch.empty(b, k, dtype=torch.float64) for n in names}
     for a in range(k):
         action = torch.full((b,), a)
-        alone = env.score(params, action, partner_action=partner_action, state=state)
-        together = env.score(params, action, state=state)
+        alone = env.score(
+            env.mix_inputs(params, action, partner_action=partner_action, state=state)
+        )
+        together = env.score(env.mix_inputs(params, action, state=state))
         for name in names:
             table[name][:, a] = torch.from_numpy(alone[name])
             everyone[name][:, a] = torch.from_numpy(together[name])

@@ -148,7 +148,7 @@ def test_scoring_the_taken_action_gives_the_taken_reward(tiny_config):
     params = t.mixer.sample(env._batch.x, t.generator)
     t.generator.set_state(generator_state)  # the step draws the same parameters again
     buffers = [b.clone() for b in t.model.buffers()]
-    scored = env.score(params, action)["val_grad_align"]
+    scored = env.score(env.mix_inputs(params, action))["val_grad_align"]
     assert all(torch.equal(a, b) for a, b in zip(buffers, t.model.buffers(), strict=True))
     _, _, _, _, info = env.step(action.numpy())
     np.testing.assert_allclose(scored, info["reward_per_image"], rtol=1e-5, atol=1e-6)
