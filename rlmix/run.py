@@ -268,6 +268,9 @@ def gain_sentence(gain: dict[str, float], reward: str) -> str:
     return f"{value}\n  {'':<18}{verdict}"
 
 
+PAPER_REWARD = "grad_cosine"  # the paper's reward (the agent's default is the study's best)
+
+
 def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dict[str, str]) -> str:
     """The end-of-run report both commands print: final metrics, the policy, where files went."""
     final, out = metrics["final"], Path(out)
@@ -307,6 +310,8 @@ def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dic
             f"reward '{metrics['reward']}' needs the step's outcome), so nothing here says "
             "whether the policy beats random top-k"
         )
+    if metrics["policy"] == "agent" and metrics["reward"] not in (PAPER_REWARD, "none"):
+        lines.append(f"  note: the paper's reward is one flag away: --reward {PAPER_REWARD}")
     if uniform:
         lines.append(
             f"  note: the policy stayed near uniform: reward '{metrics['reward']}' gave the agent "

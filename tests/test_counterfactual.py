@@ -176,6 +176,7 @@ def test_the_summary_states_the_gain_and_what_it_means(tiny_cli_args, tmp_path, 
     verdicts = ("within noise of 0", "beyond noise: the policy beats", "beyond noise, below 0")
     assert any(v in out for v in verdicts)
     assert "trained on 400 images, 0 held out" in out
+    assert "note: the paper's reward is one flag away: --reward grad_cosine" in out
     # a fixed policy has no counterfactual unless asked for one
     args = [*tiny_cli_args, "--epochs", "1", "--no-progress", "--reward", "grad_cosine"]
     assert run_main(train_main, [*args, "--out", str(tmp_path / "b")]) == 0

@@ -50,6 +50,8 @@ def test_episode_is_one_epoch_and_truncates(tiny_config):
         lrs.append(info["lr"])
         per_image = info.pop("reward_per_image")
         assert per_image.shape == (50,) and per_image.mean() == pytest.approx(reward)
+        lams = info.pop("lam_per_image")
+        assert lams.shape == (50,) and (lams == info["lam"]).all()  # batch mode: one lam
         assert all(isinstance(v, float) for v in info.values())
     assert steps == 400 // 50
     assert "test/top1" in info and 0.0 <= info["test/top1"] <= 1.0
