@@ -147,17 +147,16 @@ def test_compare_marks_the_differences_that_survive_holm():
         line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
         for line in table[4:8]
     }
-    holm_top1 = head.index("Holm p, Δ top1")
+    holm_top1 = head.index("Holm, Δ top1")
     assert head[holm_top1 - 1] == "Δ top1 vs rmix [95 % CI]"
-    assert {k: v[holm_top1] for k, v in cells.items()} == {
-        "rmix": "—",
-        "a": "0.0025*",
-        "b": "0.068",
-        "c": "0.85",
-    }
+    holm = {k: v[holm_top1] for k, v in cells.items()}
+    assert holm["rmix"] == "—"
+    assert [holm[k].split(" p ")[1] for k in "abc"] == ["0.0025*", "0.068", "0.85"]
+    b = rows["b"]["top1_diff_holm_ci"]  # the step-down interval beside the adjusted p
+    assert holm["b"] == f"[{b.low:+.2f}, {b.high:+.2f}] p 0.068" and b.low < 0 < b.high
     assert cells["b"][holm_top1 - 1].endswith("]*")  # * at 95 %, not after Holm
-    assert cells["a"][head.index("Holm p, Δ ece")] == "1"
-    assert "Holm p: the Δ's paired t-test p-value adjusted by Holm's step-down" in table[9]
+    assert cells["a"][head.index("Holm, Δ ece")].endswith(" p 1")
+    assert "Holm: Holm's step-down correction over the agent variants" in table[9]
     csv_head = summary_csv(list(rows.values())).splitlines()[0].split(",")
     assert {"top1_diff_holm_p", "top1_diff_holm", "top1_diff_holm_ci_low"} <= set(csv_head)
 
