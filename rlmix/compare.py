@@ -313,7 +313,7 @@ def summarise(
         holds_out = runs[0].values.get("held_out_images", 0) > 0
         if holds_out and not label.endswith(f"[{HELD_OUT}]"):
             _paired(row, runs, same, "_diff_same", confidence)
-        if runs[0].policy == "agent":
+        if runs[0].policy == "agent" and runs[0].reward != "none":  # not a transfer run
             reward = runs[0].reward
             base = same if holds_out and same else ref
             for span in ("run", "last"):
@@ -484,7 +484,9 @@ def to_markdown(
             cells = [
                 reward,
                 str(r["seeds"]),
-                _cell((r["reward_run_mean"], r["reward_run_std"]), 4),
+                _cell((r["reward_run_mean"], r["reward_run_std"]), 4)
+                if "search_top1_mean" not in r
+                else "— (transfer)",
                 _diff_cell(r.get(f"gain_{own}_run_ci"), 4) if own else "—",
                 _diff_cell(r.get(f"gain_{own}_last_ci"), 4) if own else "—",
                 _diff_cell(r.get("search_gain_run_ci"), 4),
