@@ -38,7 +38,10 @@ LIMIT = 0.10  # epoch-boundary overhead / epoch
 
 def build_parser() -> argparse.ArgumentParser:
     p = common.new_parser(
-        "bench_boundary", "Epoch-boundary overhead of a 10-step epoch against its bare steps."
+        "bench_boundary",
+        "Epoch-boundary overhead of a 10-step epoch against its bare steps.",
+        repeats=3,
+        warmup=1,
     )
     p.add_argument(
         "--checkpoint-every",
@@ -46,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="trainer.checkpoint_every values to measure (default 1,25)",
     )
     p.add_argument("--epochs", type=int, default=8, help="epochs per timed run (default 8)")
-    common.add_common_args(p, repeats=3, warmup=1)
     return p
 
 

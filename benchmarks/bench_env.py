@@ -54,19 +54,15 @@ FORWARD_REWARD = "val_grad_align"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = common.env_parser(
+    return common.env_parser(
         "bench_env",
         "Median time of an environment epoch with plain training, the R-Mix random "
         "policy and the RL-Mix PPO agent (update included), same config, one process.",
-    )
-    common.add_common_args(
-        p,
         repeats=None,
         warmup=1,
         amp=True,
         repeats_help="(default 3 on a CPU, 5 on CUDA)",
     )
-    return p
 
 
 def _variant_configs(cfg: Config) -> dict[str, tuple[str, Config]]:

@@ -46,19 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
         "bench_memory",
         "Peak memory (MiB) of plain training, R-Mix and RL-Mix, each variant in a "
         "fresh subprocess running the same epochs through the environment.",
-    )
-    p.add_argument("--epochs", type=int, default=1, help="epochs per process (default 1)")
-    p.add_argument("--timeout", type=float, default=600, help="seconds per process (default 600)")
-    p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
-    p.add_argument("--model", help=argparse.SUPPRESS)
-    common.add_common_args(
-        p,
         repeats=1,
         warmup=0,
         amp=True,
         repeats_help="(here: processes per variant, the median peak is reported; default 1)",
         warmup_help="(unused here: a process's peak counts from its start)",
     )
+    p.add_argument("--epochs", type=int, default=1, help="epochs per process (default 1)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per process (default 600)")
+    p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
     return p
 
 

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Median time (ms per call) of the mixing operators alone: rlmix's R-Mix, "
         "CutMix and Mixup, torchvision's v2 CutMix and MixUp, and R-Mix with the reference "
         "code's O(B^2) threshold, over a grid of batch sizes and image sides.",
+        repeats=7,
+        warmup=1,
     )
     p.add_argument("--batches", default="32,100,256", help="batch sizes (default 32,100,256)")
     p.add_argument("--sides", default="32,64,224", help="image sides S (default 32,64,224)")
@@ -124,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-step", action="store_true", help="skip the PreActResNet-18 step and its target"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the data and draws (default 0)")
-    common.add_common_args(p, repeats=7, warmup=1)
     return p
 
 

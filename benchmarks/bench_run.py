@@ -40,16 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
         "bench_run",
         "Wall time (s) of `python -m rlmix.train_agent` with no options, run as a "
         "subprocess into a temporary --out directory.",
-    )
-    p.add_argument(
-        "--timeout", type=float, default=900, help="seconds before a run is killed (default 900)"
-    )
-    common.add_common_args(
-        p,
         repeats=1,
         warmup=0,
         repeats_help="(here: runs, the median is reported; default 1)",
         warmup_help="(untimed runs first; default 0)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=900, help="seconds before a run is killed (default 900)"
     )
     p.add_argument(
         "--epochs",

@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bench_step",
         "Median training-step time (ms) of vanilla, Mixup, CutMix and R-Mix on one "
         "batch, alternating within each repeat, with the R-Mix saliency and mixing parts.",
+        repeats=None,
+        warmup=None,
+        amp=True,
+        repeats_help="(default 20; 5 for models over 1M parameters on a CPU)",
+        warmup_help="(default 3; 1 for models over 1M parameters on a CPU)",
     )
     common.add_models_arg(p, "resnet_tiny,preactresnet18")
     p.add_argument("--batch-size", type=int, default=100, help="images per step (default 100)")
@@ -58,14 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="model mode of the saliency pass (default train)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the data and draws (default 0)")
-    common.add_common_args(
-        p,
-        repeats=None,
-        warmup=None,
-        amp=True,
-        repeats_help="(default 20; 5 for models over 1M parameters on a CPU)",
-        warmup_help="(default 3; 1 for models over 1M parameters on a CPU)",
-    )
     return p
 
 

@@ -405,9 +405,12 @@ def main_of(execute: Callable[[list[str] | None], dict]) -> Callable[[list[str] 
     return main
 
 
-def new_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The parser of ``python -m benchmarks.<name>``."""
-    return argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
+def new_parser(name: str, description: str, **timing: Any) -> argparse.ArgumentParser:
+    """The parser of ``python -m benchmarks.<name>`` with the common arguments; ``timing``:
+    :func:`add_common_args`'s keywords (``repeats``, ``warmup``, ...)."""
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
+    add_common_args(p, **timing)
+    return p
 
 
 def add_models_arg(p: argparse.ArgumentParser, default: str, short_epochs: bool = False) -> None:
@@ -418,10 +421,10 @@ def add_models_arg(p: argparse.ArgumentParser, default: str, short_epochs: bool 
     )
 
 
-def env_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The parser of a benchmark that runs environment epochs, with what :func:`env_config`
-    reads: ``--models`` (short epochs allowed) and ``--set``."""
-    p = new_parser(name, description)
+def env_parser(name: str, description: str, **timing: Any) -> argparse.ArgumentParser:
+    """:func:`new_parser` for a benchmark that runs environment epochs, with what
+    :func:`env_config` reads: ``--models`` (short epochs allowed) and ``--set``."""
+    p = new_parser(name, description, **timing)
     add_models_arg(p, "resnet_tiny,preactresnet18:2", short_epochs=True)
     p.add_argument(
         "--set",
