@@ -166,6 +166,13 @@ def derangement(b, g):
     return perm
 
 
+def random_pairs(b, n, g):
+    """A derangement, b distinct labels of n classes, their images (b, 3, 8, 8) and one-hot rows."""
+    perm = derangement(b, g)
+    labels = torch.randperm(n, generator=g)[:b]
+    return perm, labels, torch.rand(b, 3, 8, 8, generator=g), one_hot(labels, n)
+
+
 def test_rmix_properties_over_random_draws():
     g = torch.Generator().manual_seed(0)
     b, n = 6, 10
@@ -176,10 +183,7 @@ def test_rmix_properties_over_random_draws():
         q[torch.rand(b, generator=g) < 0.3] = 0.0
         q[torch.rand(b, generator=g) < 0.3] = 0.99
         lam = 0.01 + 0.98 * torch.rand(1, generator=g).item()
-        perm = derangement(b, g)
-        labels = torch.randperm(n, generator=g)[:b]  # distinct classes
-        x = torch.rand(b, 3, 8, 8, generator=g)
-        y = one_hot(labels, n)
+        perm, labels, x, y = random_pairs(b, n, g)
         x_mix, y_mix = rmix(x, y, pooled, q, lam, perm)
         x_ref, y_ref, f_inter, f_i, f_j = reference_rmix(x, y, pooled, q, lam, perm)
 
@@ -629,9 +633,7 @@ def test_rmix_elem_each_image_uses_its_own_lam():
         pooled = random_pooled(b, grid, g)
         q = torch.rand(b, generator=g) * 0.99
         lam = torch.rand(b, generator=g, dtype=torch.float64)
-        perm = derangement(b, g)
-        labels = torch.randperm(n, generator=g)[:b]
-        x, y = torch.rand(b, 3, 8, 8, generator=g), one_hot(labels, n)
+        perm, labels, x, y = random_pairs(b, n, g)
         x_mix, y_mix = rmix(x, y, pooled, q, lam, perm)
         torch.testing.assert_close(y_mix.sum(1), torch.ones(b), rtol=0, atol=1e-6)
         for i in range(b):
