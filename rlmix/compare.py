@@ -200,7 +200,10 @@ def arms(
         if policy == "agent":
             for spec in specs:
                 label = f"agent[{spec.name}]" if several else "agent"
-                learner = _arm(label, "agent", spec.reward, [], None, spec.overrides, every)
+                learns = load_config(cfg.to_dict(), list(spec.overrides)).agent
+                # a difference reward learns from every step's counterfactual
+                cf = 1 if learns.baseline == "counterfactual" else every
+                learner = _arm(label, "agent", spec.reward, [], None, spec.overrides, cf)
                 if spec.transfer:
                     out.append(_transfer_arm(label, spec, learner, every))
                 else:
@@ -230,15 +233,13 @@ def _arm(
 ) -> dict[str, Any]:
     scored = [reward, *logs] if policy == "agent" else list(logs)
     counterfactual = any(_reward(r).has_counterfactual for r in scored)
-    difference = "agent.baseline=counterfactual" in [o.replace(" ", "") for o in overrides]
-    every = 1 if difference else counterfactual_every
     return {
         "label": label,
         "policy": policy,
         "reward": reward,
         "log_rewards": list(logs),
         "hold_out": hold_out,
-        "counterfactual_every": every if counterfactual else None,
+        "counterfactual_every": counterfactual_every if counterfactual else None,
         "overrides": list(overrides),
     }
 

@@ -170,3 +170,23 @@ def test_tables_only_tabulates_the_finished_seeds_and_runs_nothing(tiny_config, 
     assert {r["policy"]: r["seeds"] for r in rows} == {"rmix": 1, "mixup": 1}
     assert "seeds [0] (tables only)" in (tmp_path / "results.md").read_text()
     assert not (tmp_path / "mixup" / "seed1" / "metrics.json").exists()  # nothing ran
+
+
+def test_a_difference_reward_agent_scores_every_step_however_its_baseline_is_set(tiny_config):
+    """The counterfactual is thinned where it only reports; an agent learning from it (the
+    difference baseline, set in the study's config or in its --agent spec) scores every step."""
+    from rlmix.compare import agent_specs, arms
+
+    cfg = tiny_config(**{"agent.baseline": "counterfactual"})
+    specs = agent_specs(None, ["d:teach", "c:teach,agent.baseline=critic"], "teach")
+    every = {
+        a["label"]: a["counterfactual_every"]
+        for a in arms(cfg, ["agent", "rmix"], specs, "rmix", 5)
+    }
+    assert every == {"agent[d]": 1, "agent[c]": 5, "rmix": 5}  # R-Mix logs teach
+    specs = agent_specs(None, ["s:teach,agent.baseline=counterfactual"], "teach")
+    every = {
+        a["label"]: a["counterfactual_every"]
+        for a in arms(tiny_config(), ["agent"], specs, "rmix", 5)
+    }
+    assert every == {"agent[s]": 1}
