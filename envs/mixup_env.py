@@ -124,7 +124,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         if cfg.env.partner_first and distributed.current().enabled:
             raise ConfigError(
                 "env.partner_first is not supported under torchrun (partners are drawn within "
-                "each rank's shard); run it on one process"
+                "each rank's shard); set env.partner_first=false or run on one process"
             )
         self.trainer = Trainer(
             cfg, hold_out=bool(held_out), teacher=any(r.teacher for r in rewards)

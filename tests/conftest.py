@@ -32,12 +32,13 @@ def tiny_config(data_root, tmp_path):
 
 def tiny_args(data_root: str) -> list[str]:
     """The tiny config as command-line ``--set`` options (over the embedded default: no held-out
-    split, an evaluation and a checkpoint every epoch, the paper's reward)."""
+    split, an evaluation and a checkpoint every epoch, the paper's reward and observation)."""
     return [
         "--set", f"data.root={data_root}",
         "--set", "data.options={train_size: 400, test_size: 200}",
         "--set", "data.val_size=0", "--set", "env.eval_every=1",
         "--set", "env.reward=grad_cosine",  # the tests' reward (cheap, any model); --reward wins
+        "--set", "env.partner_first=false",  # the paper's observation; torchrun refuses partners
         "--set", "trainer.checkpoint_every=1",
         "--set", "trainer.batch_size=50",
         "--set", "agent.n_steps=8", "--set", "agent.batch_size=100", "--set", "agent.n_epochs=2",

@@ -68,9 +68,14 @@ def test_a_key_an_older_config_lacks_counts_as_its_default():
     from rlmix.checkpoints import config_difference
     from rlmix.config import load_config
 
-    now = load_config(None).to_dict()
+    now = load_config("fashion_mnist_study").to_dict()
     older = {**now, "mix": {k: v for k, v in now["mix"].items() if k != "lam_mode"}}
     older["env"] = {k: v for k, v in now["env"].items() if k != "partner_first"}
     assert config_difference(older, now) == ""
     elem = {**now, "mix": {**now["mix"], "lam_mode": "elem"}}
     assert config_difference(older, elem) == "mix.lam_mode: 'batch' in the checkpoint, 'elem' now"
+    # an older run saw no partners; the embedded default now does, so it cannot resume as is
+    partners = {**now, "env": {**now["env"], "partner_first": True}}
+    assert config_difference(older, partners) == (
+        "env.partner_first: False in the checkpoint, True now"
+    )
