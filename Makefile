@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench study beat-random headroom lint setup clean
+.PHONY: run test bench study beat-random lam-study headroom lint setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ BEAT_ARGS ?= --policies rmix,cutmix_plus,agent --versus cutmix_plus \
 	--agent val_grad_align+diff:val_grad_align,agent.baseline=counterfactual,transfer=true
 beat-random: $(STAMP)
 	$(PY) -m rlmix.compare --config fashion_mnist_study --out runs/beat_random $(BEAT_ARGS) $(ARGS)
+
+# Per-image against batch lam (mix.lam_mode) for R-Mix and Mixup, 5 paired seeds: two studies
+# and their paired difference (about 30 min at 2 jobs here; run it again to resume).
+LAM_ARGS ?= --policies rmix,mixup --seeds 0 1 2 3 4 --jobs 2 --set env.eval_fgsm=false
+lam-study: $(STAMP)
+	$(PY) -m rlmix.compare --config fashion_mnist_study --out runs/lam_batch $(LAM_ARGS) $(ARGS)
+	$(PY) -m rlmix.compare --config fashion_mnist_study --out runs/lam_elem $(LAM_ARGS) \
+		--set mix.lam_mode=elem $(ARGS)
+	$(PY) -m rlmix.paired runs/lam_batch runs/lam_elem --out runs/lam_paired
 
 # The README's headroom table: how much any per-image policy could gain over random top-k on
 # each reward, scored on the states of an R-Mix run of the same study (no PPO).
