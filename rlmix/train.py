@@ -43,8 +43,9 @@ def build_parser() -> ArgumentParser:
 
 
 def resolve_fixed_config(cfg: Config, policy: str) -> Config:
-    """The config with ``policy`` set, the mixer it needs, and no counterfactual unless
-    ``env.counterfactual_every`` asks for one."""
+    """The config with ``policy`` set, the mixer it needs, no counterfactual unless
+    ``env.counterfactual_every`` asks for one, and partners drawn first only for a frozen agent
+    (no other fixed policy reads them, and drawing first trains the same, bit for bit)."""
     try:
         mixer = policy_mixer(policy)
     except ValueError as e:
@@ -54,7 +55,11 @@ def resolve_fixed_config(cfg: Config, policy: str) -> Config:
         cfg,
         policy=policy,
         mix=dataclasses.replace(cfg.mix, mixer=mixer),
-        env=dataclasses.replace(cfg.env, counterfactual_every=every),
+        env=dataclasses.replace(
+            cfg.env,
+            counterfactual_every=every,
+            partner_first=cfg.env.partner_first and policy == "agent",
+        ),
     )
 
 

@@ -190,6 +190,18 @@ def test_partner_first_is_refused_under_torchrun_with_one_line(monkeypatch, tiny
         MixupEnv(cfg)
 
 
+def test_only_a_frozen_agent_draws_partners_first_among_fixed_policies(tiny_config):
+    """The embedded default turns partners on; fixed policies other than a frozen agent read
+    none, so they draw after the action (the same training) and also run under torchrun."""
+    from rlmix.train import resolve_fixed_config
+
+    cfg = tiny_config(**{"env.partner_first": True})
+    assert not resolve_fixed_config(cfg, "rmix").env.partner_first
+    assert not resolve_fixed_config(cfg, "cutmix_plus").env.partner_first
+    assert resolve_fixed_config(cfg, "agent").env.partner_first
+    assert not resolve_fixed_config(tiny_config(), "agent").env.partner_first
+
+
 # -- learning ---------------------------------------------------------------------------------
 
 
