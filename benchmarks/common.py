@@ -421,11 +421,14 @@ def add_models_arg(p: argparse.ArgumentParser, default: str, short_epochs: bool 
     )
 
 
-def env_parser(name: str, description: str, **timing: Any) -> argparse.ArgumentParser:
+def env_parser(
+    name: str, description: str, models: str = "resnet_tiny,preactresnet18:2", **timing: Any
+) -> argparse.ArgumentParser:
     """:func:`new_parser` for a benchmark that runs environment epochs, with what
-    :func:`env_config` reads: ``--models`` (short epochs allowed) and ``--set``."""
+    :func:`env_config` reads: ``--models`` (default ``models``; short epochs allowed) and
+    ``--set``."""
     p = new_parser(name, description, **timing)
-    add_models_arg(p, "resnet_tiny,preactresnet18:2", short_epochs=True)
+    add_models_arg(p, models, short_epochs=True)
     p.add_argument(
         "--set",
         dest="overrides",
