@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from benchmarks import common
-from rlmix.config import Config, load_config, parse_override
+from rlmix.config import Config, load_config
 from rlmix.errors import RlmixError
 
 NAME = "env"
@@ -208,13 +208,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p, args, device = common.parse(build_parser, argv)
-    try:
-        common.parse_models(args.models)
-        for text in args.overrides:
-            parse_override(text)
-    except (ValueError, RlmixError) as e:
-        p.error(str(e))
+    _, args, device = common.parse_env(build_parser, argv)
     return run(args, device)
 
 

@@ -209,17 +209,13 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p, args, device = common.parse(build_parser, argv)
+    p, args, device = common.parse_env(build_parser, argv)
     if args.epochs < 1:
         p.error("--epochs must be >= 1")
     if args.worker:
         result = worker(args, device)
         print(json.dumps(result), flush=True)
         return result
-    try:
-        common.parse_models(args.models)
-    except ValueError as e:
-        p.error(str(e))
     return run(args, device)
 
 

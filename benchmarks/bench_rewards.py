@@ -145,9 +145,8 @@ class _Step:
 
 def execute(argv: list[str] | None = None) -> dict:
     """Parse ``argv``, check it, run the benchmark; returns its results (see :func:`run`)."""
-    p, args, device = common.parse(build_parser, argv)
+    p, args, device = common.parse_env(build_parser, argv)
     try:
-        common.parse_models(args.models)
         for reward in (r.strip() for r in args.rewards.split(",") if r.strip()):
             get_reward(reward)
     except ValueError as e:

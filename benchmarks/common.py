@@ -395,6 +395,23 @@ def parse(
     return p, args, check_common_args(p, args)
 
 
+def parse_env(
+    build_parser: Callable[[], argparse.ArgumentParser], argv: list[str] | None
+) -> tuple[argparse.ArgumentParser, argparse.Namespace, torch.device]:
+    """:func:`parse` for an :func:`env_parser` benchmark, with ``--models`` and ``--set``
+    checked before anything runs."""
+    from rlmix.config import load_config
+    from rlmix.errors import RlmixError
+
+    p, args, device = parse(build_parser, argv)
+    try:
+        parse_models(args.models)
+        load_config(None, list(args.overrides))  # keys, types and ranges
+    except (ValueError, RlmixError) as e:
+        p.error(str(e))
+    return p, args, device
+
+
 def main_of(execute: Callable[[list[str] | None], dict]) -> Callable[[list[str] | None], int]:
     """A benchmark's ``main``: run ``execute`` and exit 0 (errors exit through argparse)."""
 
