@@ -48,6 +48,13 @@ class EpochPPO(PPO):
             return self.policy.action_probs(tensors).cpu().numpy()
 
 
+#: The ``agent`` config keys that are Stable-Baselines3 PPO's own arguments, by the same name.
+PPO_KEYS = (
+    "learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "clip_range",
+    "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
+)  # fmt: skip
+
+
 def make_ppo(venv: VecEnv, cfg: Config, *, device: str = "cpu") -> EpochPPO:
     """The per-image PPO agent for ``venv`` (an :class:`envs.ImageSlotVecEnv`), from
     ``cfg.agent``. It runs on ``device`` (CPU by default: its networks are tiny; the
@@ -56,17 +63,7 @@ def make_ppo(venv: VecEnv, cfg: Config, *, device: str = "cpu") -> EpochPPO:
     return EpochPPO(
         PerImagePolicy,
         venv,
-        learning_rate=a.learning_rate,
-        n_steps=a.n_steps,
-        batch_size=a.batch_size,
-        n_epochs=a.n_epochs,
-        gamma=a.gamma,
-        gae_lambda=a.gae_lambda,
-        clip_range=a.clip_range,
-        ent_coef=a.ent_coef,
-        vf_coef=a.vf_coef,
-        max_grad_norm=a.max_grad_norm,
-        target_kl=a.target_kl,
+        **{key: getattr(a, key) for key in PPO_KEYS},
         policy_kwargs={
             "embed_dim": a.embed_dim,
             "hidden": a.hidden,
