@@ -166,24 +166,24 @@ def derangement(b, g):
     return perm
 
 
-def random_pairs(b, n, g):
-    """A derangement, b distinct labels of n classes, their images (b, 3, 8, 8) and one-hot rows."""
+def random_case(b, n, draw, g):
+    """Draw ``draw``'s R-Mix case: pooled saliency on grid 1, 2, 4 or 8 in turn, a derangement,
+    b distinct labels of n classes, their images (b, 3, 8, 8) and one-hot rows."""
+    pooled = random_pooled(b, (1, 2, 4, 8)[draw % 4], g)
     perm = derangement(b, g)
     labels = torch.randperm(n, generator=g)[:b]
-    return perm, labels, torch.rand(b, 3, 8, 8, generator=g), one_hot(labels, n)
+    return pooled, perm, labels, torch.rand(b, 3, 8, 8, generator=g), one_hot(labels, n)
 
 
 def test_rmix_properties_over_random_draws():
     g = torch.Generator().manual_seed(0)
     b, n = 6, 10
     for draw in range(240):
-        grid = (1, 2, 4, 8)[draw % 4]
-        pooled = random_pooled(b, grid, g)
+        pooled, perm, labels, x, y = random_case(b, n, draw, g)
         q = torch.rand(b, generator=g)
         q[torch.rand(b, generator=g) < 0.3] = 0.0
         q[torch.rand(b, generator=g) < 0.3] = 0.99
         lam = 0.01 + 0.98 * torch.rand(1, generator=g).item()
-        perm, labels, x, y = random_pairs(b, n, g)
         x_mix, y_mix = rmix(x, y, pooled, q, lam, perm)
         x_ref, y_ref, f_inter, f_i, f_j = reference_rmix(x, y, pooled, q, lam, perm)
 
@@ -629,11 +629,9 @@ def test_rmix_elem_each_image_uses_its_own_lam():
     g = torch.Generator().manual_seed(10)
     b, n = 6, 10
     for draw in range(40):
-        grid = (1, 2, 4, 8)[draw % 4]
-        pooled = random_pooled(b, grid, g)
+        pooled, perm, labels, x, y = random_case(b, n, draw, g)
         q = torch.rand(b, generator=g) * 0.99
         lam = torch.rand(b, generator=g, dtype=torch.float64)
-        perm, labels, x, y = random_pairs(b, n, g)
         x_mix, y_mix = rmix(x, y, pooled, q, lam, perm)
         torch.testing.assert_close(y_mix.sum(1), torch.ones(b), rtol=0, atol=1e-6)
         for i in range(b):
