@@ -60,14 +60,17 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
 def run_training(train: Callable[..., dict], cfg: object, args: argparse.Namespace) -> dict:
     """Join torchrun's process group (if launched by it) and call ``train(cfg, ...)`` with the
     run options of :func:`add_run_args`; progress bars show on rank 0 only. A follower rank
-    gets ``{"exit_code": c}`` back: rank 0 reports the run."""
+    gets ``{"exit_code": c}`` back: rank 0 reports the run. A finished run leaves the process
+    group, every rank together: gloo's threads outliving it can abort the interpreter at exit."""
     distributed.setup()
-    return train(
+    metrics = train(
         cfg,
         resume=args.resume,
         progress=not args.no_progress and distributed.current().is_main,
         stop_after=args.stop_after_epoch,
     )
+    distributed.teardown()  # on an error the other ranks may be gone: the process just exits
+    return metrics
 
 
 def overrides_from_args(args: argparse.Namespace, **extra: object) -> list[str]:

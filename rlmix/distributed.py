@@ -93,9 +93,11 @@ def setup(backend: str | None = None) -> Dist:
 
 
 def teardown() -> None:
-    """Leave the process group (if joined)."""
+    """Leave the process group (if joined) once every rank has got here, so that no rank tears
+    its connections down while another still uses them."""
     global _CURRENT
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
     _CURRENT = Dist()
 
