@@ -132,7 +132,11 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         self.needs_val_loss = any(r.val_loss for r in rewards)
         self.needs_val_grad = any(r.val_grad for r in rewards)
         self.needs_mixed_saliency = any(r.mixed_saliency for r in rewards)
-        self.needs_mixed = any(r.mixed for r in rewards)
+        # what of the mixed batch's pass the rewards read: logits, or the last layer's inputs too
+        self.mixed_record = (
+            "last_layer" if any(r.mixed for r in rewards)
+            else "logits" if any(r.logits for r in rewards) else None
+        )  # fmt: skip
         self.needs_teacher = any(r.teacher for r in rewards)
         every = cfg.env.counterfactual_every or 0
         self.counterfactual_every = every if self.trainer.mixer.needs_saliency else 0
@@ -202,7 +206,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
             cf_action = torch.randint(self.cfg.mix.k, q.shape, generator=self._cf_generator)
             cf_inputs = self.mix_inputs(params, cf_action, state=state)
         out = t.train_step(
-            x_mix, y_mix, input_grad=self.needs_mixed_saliency, last_layer=self.needs_mixed
+            x_mix, y_mix, input_grad=self.needs_mixed_saliency, mixed=self.mixed_record
         )
         loss = float(out.loss)
         info: dict[str, Any] = {
@@ -300,7 +304,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         x, y = t.apply_mix(self._batch, params, q, q_partner)
         out = StepOutput(torch.tensor(float("nan")))  # no reward reads the mix's own pass
         if any(r.reads_mix for r in self.counterfactual_rewards):
-            out = t.probe(x, y, input_grad=self.needs_mixed_saliency, last_layer=self.needs_mixed)
+            out = t.probe(x, y, input_grad=self.needs_mixed_saliency, mixed=self.mixed_record)
         return RewardInputs(
             q=q,
             loss=float(out.loss),

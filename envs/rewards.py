@@ -108,8 +108,8 @@ class RewardInputs:
         test_metrics: test metrics when this step ended an evaluated epoch, else None (an
             outcome).
         prev_test_metrics: the previous evaluation's metrics, or None.
-        mixed: the mixed batch's labels, logits, last-layer inputs and per-example logit
-            gradients (:class:`MixedBatch`), when requested.
+        mixed: the mixed batch's labels, logits, last-layer inputs (when a reward reads them)
+            and per-example logit gradients (:class:`MixedBatch`), when requested.
         val_grad: the held-out batch's loss gradient on the last linear layer
             (:class:`LastLayerGrad`), before this step, when requested.
         teacher_probs: the EMA teacher's softmax (B, N) on the mixed batch, when requested.
@@ -154,6 +154,7 @@ class Reward:
     mixed_saliency: bool = False
     val_loss: bool = False
     mixed: bool = False
+    logits: bool = False
     val_grad: bool = False
     teacher: bool = False
     outcome: bool = False
@@ -163,7 +164,7 @@ class Reward:
     def reads_mix(self) -> bool:
         """Whether the reward reads the mixed batch's pass (its loss, gradient, last layer or
         teacher view), so a counterfactual must run that pass."""
-        return self.mixed_saliency or self.mixed or self.teacher or self.plain
+        return self.mixed_saliency or self.mixed or self.logits or self.teacher or self.plain
 
     @property
     def held_out(self) -> bool:
@@ -220,6 +221,7 @@ def register_reward(
     mixed_saliency: bool = False,
     val_loss: bool = False,
     mixed: bool = False,
+    logits: bool = False,
     val_grad: bool = False,
     teacher: bool = False,
     outcome: bool = False,
@@ -232,6 +234,9 @@ def register_reward(
             :class:`RewardInputs` fields the env must fill (``clean_saliency``,
             ``mixed_saliency``, ``val_loss``/``prev_val_loss``, ``mixed``, ``val_grad``,
             ``teacher_probs``).
+        logits: the reward reads ``mixed`` without the last layer's inputs (its labels, logits
+            and logit gradients; ``features`` is None unless another reward needs them), so it
+            works with a model that has no final linear layer.
         outcome: the reward needs the step's outcome (the loss after it, the held-out loss
             after it, a test evaluation), so it has no same-batch counterfactual.
         override: replace a reward registered under ``name`` (else a taken name raises
@@ -244,6 +249,7 @@ def register_reward(
             mixed_saliency=mixed_saliency,
             val_loss=val_loss,
             mixed=mixed,
+            logits=logits,
             val_grad=val_grad,
             teacher=teacher,
             outcome=outcome,
@@ -392,7 +398,7 @@ def val_grad_dot(inputs: RewardInputs) -> torch.Tensor:
     return _alignment(inputs)[0]
 
 
-@register_reward("ema_agreement", mixed=True, teacher=True)
+@register_reward("ema_agreement", logits=True, teacher=True)
 def ema_agreement(inputs: RewardInputs) -> torch.Tensor:
     """Per image: ``-KL(y'_i || p_T(x'_i))``, how well the mixed label agrees with what an EMA
     teacher of the classifier (``env.ema_decay``) sees in the mixed image (0 = full agreement).
@@ -419,7 +425,7 @@ def _hardness(inputs: RewardInputs) -> torch.Tensor:
     return _soft_ce(inputs.mixed.labels, inputs.mixed.logits.double().log_softmax(dim=1))
 
 
-@register_reward("hardness", mixed=True)
+@register_reward("hardness", logits=True)
 def hardness(inputs: RewardInputs) -> torch.Tensor:
     """Per image: the classifier's soft-label cross-entropy ``CE(y'_i, f(x'_i))`` on its mixed
     image (train mode, the weights before the step): pays for mixes the learner finds hard
@@ -427,7 +433,7 @@ def hardness(inputs: RewardInputs) -> torch.Tensor:
     return _hardness(inputs)
 
 
-@register_reward("teach", mixed=True, teacher=True)
+@register_reward("teach", logits=True, teacher=True)
 def teach(inputs: RewardInputs) -> torch.Tensor:
     """Per image: ``CE(y'_i, f(x'_i)) - CE(y'_i, T(x'_i))``, the classifier's soft-label
     cross-entropy on the mixed image minus that of its EMA teacher ``T`` (``env.ema_decay``,

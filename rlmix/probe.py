@@ -32,7 +32,8 @@ class MixedBatch:
     Attributes:
         labels: the mixed soft labels y' (B, N).
         logits: the classifier's logits (B, N) on the mixed images (train mode, as trained).
-        features: the last linear layer's inputs h (B, F) (the pooled penultimate features).
+        features: the last linear layer's inputs h (B, F) (the pooled penultimate features);
+            None when only the logits were recorded (no reward read the last layer).
         logit_grad: each example's own loss gradient with respect to its logits (B, N); with
             ``soft_ce`` it is ``softmax(logits) - labels``. The example's gradient on the last
             layer's weight is ``logit_grad_i (outer) h_i`` and on its bias ``logit_grad_i``.
@@ -40,7 +41,7 @@ class MixedBatch:
 
     labels: torch.Tensor
     logits: torch.Tensor
-    features: torch.Tensor
+    features: torch.Tensor | None
     logit_grad: torch.Tensor
 
 
@@ -95,11 +96,12 @@ def logit_grad(loss_fn: Loss, logits: torch.Tensor, labels: torch.Tensor) -> tor
 
 
 def mixed_batch(
-    loss_fn: Loss, labels: torch.Tensor, logits: torch.Tensor, features: torch.Tensor
+    loss_fn: Loss, labels: torch.Tensor, logits: torch.Tensor, features: torch.Tensor | None
 ) -> MixedBatch:
-    """A :class:`MixedBatch` from a forward pass's logits and last-layer inputs."""
+    """A :class:`MixedBatch` from a forward pass's logits and last-layer inputs (or None)."""
     logits = logits.detach().float()
-    return MixedBatch(labels, logits, features.float(), logit_grad(loss_fn, logits, labels))
+    h = None if features is None else features.float()
+    return MixedBatch(labels, logits, h, logit_grad(loss_fn, logits, labels))
 
 
 @torch.no_grad()

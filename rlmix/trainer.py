@@ -312,18 +312,19 @@ class Trainer:
         y_mix: torch.Tensor,
         *,
         input_grad: bool = False,
-        last_layer: bool = False,
+        mixed: str | None = None,
     ) -> StepOutput:
         """One optimiser and scheduler step on a mixed batch.
 
         With ``input_grad`` the mixed input is marked as requiring grad, so the training backward
-        also yields dLoss/dx_mix (``mixed_saliency``, its RMS over channels); with ``last_layer``
-        the pass also records :class:`rlmix.probe.MixedBatch` (weights before the step). The
-        loss is the detached mean over ranks under torchrun.
+        also yields dLoss/dx_mix (``mixed_saliency``, its RMS over channels); ``mixed``
+        (``"logits"``, or ``"last_layer"`` for the last layer's inputs too) records
+        :class:`rlmix.probe.MixedBatch` (weights before the step). The loss is the detached
+        mean over ranks under torchrun.
         """
         self.optimizer.zero_grad(set_to_none=True)
         x_in, logits, loss, seen = self._forward(
-            self.ddp or self.model, x_mix, y_mix, input_grad, last_layer
+            self.ddp or self.model, x_mix, y_mix, input_grad, mixed == "last_layer"
         )
         reported = distributed.all_reduce_mean(loss.detach())
         if not bool(torch.isfinite(reported)):
@@ -336,7 +337,7 @@ class Trainer:
             self._update_teacher()
         self.global_step += 1
         self.step_in_epoch += 1
-        return self._output(reported, x_in, y_mix, logits, seen)
+        return self._output(reported, x_in, y_mix, logits, mixed, seen)
 
     def probe(
         self,
@@ -344,7 +345,7 @@ class Trainer:
         y_mix: torch.Tensor,
         *,
         input_grad: bool = False,
-        last_layer: bool = False,
+        mixed: str | None = None,
     ) -> StepOutput:
         """The forward (and, with ``input_grad``, input-gradient) pass of :meth:`train_step` on
         another mixed batch, changing nothing: no optimiser step, no weight gradient, BatchNorm
@@ -352,11 +353,11 @@ class Trainer:
         same-batch counterfactual of a step; the loss is this rank's."""
         with preserved(self.model), torch.set_grad_enabled(input_grad):
             x_in, logits, loss, seen = self._forward(
-                self.model, x_mix, y_mix, input_grad, last_layer
+                self.model, x_mix, y_mix, input_grad, mixed == "last_layer"
             )
             if input_grad:
                 (x_in.grad,) = torch.autograd.grad(loss, x_in)
-            return self._output(loss.detach(), x_in, y_mix, logits, seen)
+            return self._output(loss.detach(), x_in, y_mix, logits, mixed, seen)
 
     def _forward(
         self,
@@ -375,12 +376,12 @@ class Trainer:
             logits = net(x_in)
         return x_in, logits, self.loss_fn(logits.float(), y_mix), seen
 
-    def _output(self, loss, x_in, y_mix, logits, seen: list[torch.Tensor]) -> StepOutput:
+    def _output(self, loss, x_in, y_mix, logits, mixed, seen: list[torch.Tensor]) -> StepOutput:
         out = StepOutput(loss)
         if x_in.requires_grad:
             out.mixed_saliency = x_in.grad.float().pow(2).mean(dim=1).sqrt()
-        if seen:
-            out.mixed = mixed_batch(self.loss_fn, y_mix, logits, seen[-1])
+        if mixed is not None:
+            out.mixed = mixed_batch(self.loss_fn, y_mix, logits, seen[-1] if seen else None)
         return out
 
     def held_out_grad(self) -> LastLayerGrad:

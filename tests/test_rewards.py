@@ -299,7 +299,9 @@ def test_teach_is_the_learners_cross_entropy_minus_the_teachers():
     values = get_reward("teach")(_teach_inputs())
     expected = [1.5 * math.log(2) - math.log(2), math.log(3) + math.log(0.6)]
     np.testing.assert_allclose(values, expected, atol=1e-9)
-    assert get_reward("teach").teacher and get_reward("teach").mixed
+    assert get_reward("teach").teacher and get_reward("teach").logits
+    for name in ("teach", "hardness", "ema_agreement"):  # no last layer needed
+        assert not get_reward(name).mixed and get_reward(name).reads_mix
     assert not get_reward("hardness").teacher and not get_reward("hardness").held_out
 
 
@@ -322,6 +324,25 @@ def test_the_ema_teacher_follows_the_classifier(tiny_config):
     for old, new, student in zip(before, t.teacher.parameters(), t.model.parameters(), strict=True):
         torch.testing.assert_close(new, 0.9 * old + 0.1 * student.detach())
     assert "teacher" in t.state_dict()
+
+
+@pytest.mark.parametrize("record", ["logits", "last_layer"])
+def test_the_mixed_pass_records_the_last_layer_only_when_asked(tiny_config, record):
+    """``mixed="logits"`` records the mixed batch's labels and logits without touching the last
+    layer; ``"last_layer"`` adds its inputs; both record the same logits and logit gradients."""
+    from rlmix.trainer import Trainer
+
+    t = Trainer(tiny_config())
+    t.begin_epoch()
+    batch = t.observe(saliency=False)
+    probed = t.probe(batch.x, batch.y, mixed=record).mixed
+    taken = t.train_step(batch.x, batch.y, mixed=record).mixed
+    torch.testing.assert_close(probed.logits, taken.logits)  # the same weights and mode
+    torch.testing.assert_close(taken.logit_grad, taken.logits.softmax(1) - batch.y)
+    if record == "logits":
+        assert taken.features is None
+    else:
+        assert taken.features.shape == (len(batch.y), t.model.num_features)
 
 
 def test_counterfactual_flags():

@@ -5,6 +5,7 @@ one line."""
 import csv
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -236,6 +237,12 @@ def test_a_headless_model_trains_but_a_last_layer_reward_stops_it(tiny_cli_args,
         assert run_main(train_main, _cli(tiny_cli_args, tmp_path / "ok", *name)) == 0  # grad_cosine
     final = json.loads((tmp_path / "ok" / "metrics.json").read_text())["final"]
     assert 0 <= final["top1"] <= 1 and "loc_acc" not in final
+    # the default reward reads the mixed batch's logits only: no last layer needed
+    teach = _cli(tiny_cli_args, tmp_path / "teach", *name, "--reward", "teach")
+    with pytest.warns(UserWarning, match="CAM localisation skipped"):
+        assert run_main(agent_main, teach) == 0
+    epochs = json.loads((tmp_path / "teach" / "metrics.json").read_text())["epochs"]
+    assert all(math.isfinite(e["reward"]) and e["reward"] != 0.0 for e in epochs)
     capsys.readouterr()
     args = _cli(
         tiny_cli_args, tmp_path / "run", *name, "--set", "data.val_size=100",
@@ -244,8 +251,8 @@ def test_a_headless_model_trains_but_a_last_layer_reward_stops_it(tiny_cli_args,
     assert run_main(agent_main, args) == 2
     assert capsys.readouterr().err == (
         f"error: model '{FIX}:conv_head': it has no nn.Linear layer, and rewards that read the "
-        "classifier's last layer (val_grad_align, val_grad_dot, ema_agreement, hardness, teach) "
-        "need one; choose another reward (e.g. grad_cosine)\n"
+        "classifier's last layer (val_grad_align, val_grad_dot) need one; choose another reward "
+        "(e.g. teach or grad_cosine)\n"
     )
 
 

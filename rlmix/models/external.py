@@ -348,8 +348,8 @@ class ExternalClassifier(nn.Module):
         if self._head is None:
             raise ConfigError(
                 f"model '{self.name}': {self._head_missing}, and rewards that read the "
-                "classifier's last layer (val_grad_align, val_grad_dot, ema_agreement, "
-                "hardness, teach) need one; choose another reward (e.g. grad_cosine)"
+                "classifier's last layer (val_grad_align, val_grad_dot) need one; choose another "
+                "reward (e.g. teach or grad_cosine)"
             )
         return self.net.get_submodule(self._head)
 
