@@ -36,8 +36,6 @@ Writes under ``--out``: ``results.md`` (the tables), ``runs.csv`` (one row per p
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 from collections.abc import Sequence
@@ -60,6 +58,7 @@ from rlmix.study import (
     AgentSpec,
     Job,
     Result,
+    csv_text,
     job_config,
     manifest,
     open_study,
@@ -512,20 +511,9 @@ def to_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def runs_csv(results: list[Result]) -> str:
     """One row per policy and seed."""
-    return _csv([{"policy": r.label, "seed": r.seed, **r.values} for r in results])
+    return csv_text([{"policy": r.label, "seed": r.seed, **r.values} for r in results])
 
 
 def summary_csv(rows: list[dict[str, Any]]) -> str:
@@ -539,7 +527,7 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
             else:
                 out[key] = value
         flat.append(out)
-    return _csv(flat)
+    return csv_text(flat)
 
 
 # -- the command ------------------------------------------------------------------------------------

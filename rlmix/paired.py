@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -24,7 +23,9 @@ from pathlib import Path
 from rlmix.checkpoints import atomic_write_text, config_difference
 from rlmix.cli import ArgumentParser, run_main
 from rlmix.errors import ConfigError
+from rlmix.plots import plot_differences
 from rlmix.stats import PairedDifference, holm_paired, paired_difference
+from rlmix.study import csv_text
 
 #: runs.csv column -> what the tables call it and its decimals (others: 4).
 METRICS = {"top1": ("top-1 (%)", 2), "nll": ("NLL", 4), "ece": ("ECE (%)", 2)}
@@ -140,11 +141,7 @@ def tables(
                 }
             )
         lines.append(f"| {policy} | {' '.join(map(str, seeds))} | {' | '.join(cells)} |")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(records[0]))
-    writer.writeheader()
-    writer.writerows(records)
-    return "\n".join(lines), buf.getvalue()
+    return "\n".join(lines), csv_text(records)
 
 
 def _label(metric: str) -> str:
@@ -155,32 +152,6 @@ def _interval(d: PairedDifference, decimals: int) -> str:
     return f"{d.mean:+.{decimals}f} [{d.low:+.{decimals}f}, {d.high:+.{decimals}f}]"
 
 
-def plot(
-    paired: dict[str, dict[str, tuple[list[int], PairedDifference]]], title: str, path: Path
-) -> Path:
-    """One panel per metric: each policy's mean difference with its interval, and 0."""
-    from rlmix.plots import plt, save_figure
-
-    fig, axes = plt.subplots(
-        1, len(paired), figsize=(3.2 * len(paired), 2.8), squeeze=False, sharey=True
-    )
-    for ax, (m, rows) in zip(axes[0], paired.items(), strict=True):
-        names = list(rows)
-        means = [rows[p][1].mean for p in names]
-        errors = [
-            [rows[p][1].mean - rows[p][1].low for p in names],
-            [rows[p][1].high - rows[p][1].mean for p in names],
-        ]
-        ax.errorbar(means, range(len(names)), xerr=errors, fmt="o", capsize=4)
-        ax.axvline(0.0, color="grey", linewidth=1)
-        ax.set_yticks(range(len(names)), names)
-        ax.set_ylim(-0.5, len(names) - 0.5)
-        ax.set_xlabel(f"Δ {_label(m)}")
-        ax.grid(alpha=0.3, axis="x")
-    fig.suptitle(title, fontsize=9)
-    return save_figure(fig, path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
@@ -189,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a, b = Path(args.a), Path(args.b)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     paired = pair(read_runs(a), read_runs(b), metrics, args.confidence)
-    table, csv_text = tables(paired)
+    table, csv_rows = tables(paired)
     differs = what_differs(a, b)
     pct = f"{100 * args.confidence:g}"
     text = (
@@ -204,9 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         atomic_write_text(out / "paired.md", text)
-        atomic_write_text(out / "paired.csv", csv_text)
-        plot(
-            paired,
+        atomic_write_text(out / "paired.csv", csv_rows)
+        plot_differences(
+            {_label(m): {p: d for p, (_, d) in rows.items()} for m, rows in paired.items()},
             f"{b.name} - {a.name}" + (f" ({differs.split(':')[0]})" if differs else ""),
             out / "paired.png",
         )

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rlmix.checkpoints import atomic_write  # noqa: E402
+from rlmix.stats import PairedDifference  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
@@ -87,4 +88,27 @@ def plot_headroom(rows: list[dict], path: str | Path) -> Path:
     ax.set_title("Reward headroom on the same states")
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_differences(
+    panels: dict[str, dict[str, PairedDifference]], title: str, path: str | Path
+) -> Path:
+    """One panel per metric (its axis label -> name -> difference): each difference's mean with
+    its interval, and 0."""
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.2 * len(panels), 2.8), squeeze=False, sharey=True
+    )
+    for ax, (label, diffs) in zip(axes[0], panels.items(), strict=True):
+        names = list(diffs)
+        means = [diffs[n].mean for n in names]
+        errors = [[diffs[n].mean - diffs[n].low for n in names],
+                  [diffs[n].high - diffs[n].mean for n in names]]  # fmt: skip
+        ax.errorbar(means, range(len(names)), xerr=errors, fmt="o", capsize=4)
+        ax.axvline(0.0, color="grey", linewidth=1)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_ylim(-0.5, len(names) - 0.5)
+        ax.set_xlabel(f"Δ {label}")
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)

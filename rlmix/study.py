@@ -14,8 +14,10 @@ study into the same directory is refused.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,12 +264,25 @@ def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
     )
 
 
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """``rows`` as CSV text, the columns in order of first appearance."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 __all__ = [
     "MANIFEST",
     "METRICS",
     "AgentSpec",
     "Job",
     "Result",
+    "csv_text",
     "job_config",
     "manifest",
     "open_study",
