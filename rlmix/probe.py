@@ -18,11 +18,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+#: What a pass records of a mixed batch: its logits, or the last layer's inputs too.
+MixedRecord = Literal["logits", "last_layer"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,7 @@ def preserved(model: nn.Module) -> Iterator[None]:
 __all__ = [
     "LastLayerGrad",
     "MixedBatch",
+    "MixedRecord",
     "capture_last_layer",
     "last_layer",
     "last_layer_grad",

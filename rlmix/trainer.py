@@ -31,6 +31,7 @@ from rlmix.optim import build_optimizer
 from rlmix.probe import (
     LastLayerGrad,
     MixedBatch,
+    MixedRecord,
     capture_last_layer,
     last_layer_grad,
     mixed_batch,
@@ -312,7 +313,7 @@ class Trainer:
         y_mix: torch.Tensor,
         *,
         input_grad: bool = False,
-        mixed: str | None = None,
+        mixed: MixedRecord | None = None,
     ) -> StepOutput:
         """One optimiser and scheduler step on a mixed batch.
 
@@ -345,7 +346,7 @@ class Trainer:
         y_mix: torch.Tensor,
         *,
         input_grad: bool = False,
-        mixed: str | None = None,
+        mixed: MixedRecord | None = None,
     ) -> StepOutput:
         """The forward (and, with ``input_grad``, input-gradient) pass of :meth:`train_step` on
         another mixed batch, changing nothing: no optimiser step, no weight gradient, BatchNorm
