@@ -57,7 +57,8 @@ def plot_curves(
     ax.set_ylabel(ylabel or f"test {metric} (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.lines:  # nothing evaluated yet: an empty plot, no legend
+        ax.legend()
     return save_figure(fig, path)
 
 

@@ -227,7 +227,8 @@ def run_command(
         return metrics["exit_code"]
     paths = {Path(name).stem.replace("_", " "): str(Path(cfg.out) / name) for name in files}
     print()
-    print(summary(metrics, cfg.out, time.perf_counter() - start, files=paths))
+    wall = time.perf_counter() - start
+    print(summary(metrics, cfg.out, wall, files=paths, epochs=cfg.trainer.epochs))
     return 0
 
 
@@ -271,8 +272,16 @@ def gain_sentence(gain: dict[str, float], reward: str) -> str:
 PAPER_REWARD = "grad_cosine"  # the paper's reward (the agent's default is the study's best)
 
 
-def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dict[str, str]) -> str:
-    """The end-of-run report both commands print: final metrics, the policy, where files went."""
+def summary(
+    metrics: dict[str, Any],
+    out: str | Path,
+    wall: float,
+    *,
+    files: dict[str, str],
+    epochs: int | None = None,
+) -> str:
+    """The end-of-run report both commands print: final metrics, the policy, where files went;
+    a run stopped before its ``epochs`` says so and how to continue."""
     final, out = metrics["final"], Path(out)
     rows: list[tuple[str, str]] = []
     if "train_images" in metrics:
@@ -302,7 +311,11 @@ def summary(metrics: dict[str, Any], out: str | Path, wall: float, *, files: dic
     rows += list(files.items())
     rows.append(("TensorBoard", f"tensorboard --logdir {out / 'tb'}"))
     n = len(metrics["epochs"])
-    lines = [f"{metrics['policy']} finished ({n} epoch{'' if n == 1 else 's'})"]
+    if epochs is not None and n < epochs:
+        lines = [f"{metrics['policy']} stopped after epoch {n} of {epochs} (checkpointed; run it "
+                 "again with --resume to continue)"]  # fmt: skip
+    else:
+        lines = [f"{metrics['policy']} finished ({n} epoch{'' if n == 1 else 's'})"]
     lines += [f"  {label:<18}{value}" for label, value in rows]
     if gain is None and metrics["policy"] == "agent":
         lines.append(

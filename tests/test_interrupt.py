@@ -118,16 +118,21 @@ def test_sigkill_mid_run_then_resume_is_exact(data_root, tmp_path, uninterrupted
 
 @pytest.mark.parametrize("entry", ["train", "agent"])
 def test_resume_at_every_boundary_and_same_seed_are_exact(
-    entry, data_root, tmp_path, uninterrupted
+    entry, data_root, tmp_path, uninterrupted, capsys
 ):
     """Stop after epoch 1, resume to epoch 2, resume to the end: the same metrics.json as one
-    uninterrupted run, which itself equals a second uninterrupted run with the same seed."""
+    uninterrupted run, which itself equals a second uninterrupted run with the same seed. The
+    summary of a stopped run says how far it got and how to continue."""
     out = tmp_path / "run"
     main = MAINS[entry]
     assert main([*run_args(data_root, out), "--stop-after-epoch", "1"]) == 0
     assert main([*run_args(data_root, out), "--resume", "--stop-after-epoch", "2"]) == 0
     assert len(load_checkpoint(out / "checkpoint.pt")["history"]) == 2
+    assert f"stopped after epoch 2 of {EPOCHS} (checkpointed; run it again with --resume" in (
+        capsys.readouterr().out
+    )
     assert main([*run_args(data_root, out), "--resume"]) == 0
+    assert f" finished ({EPOCHS} epochs)" in capsys.readouterr().out
     assert (out / "metrics.json").read_text() == uninterrupted(entry)
     again = tmp_path / "again"
     assert main(run_args(data_root, again)) == 0
