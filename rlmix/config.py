@@ -267,11 +267,15 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict, update: dict) -> dict:
+def _merge(base: dict, update: dict, into_options: bool = False) -> dict:
+    """``update`` merged into ``base``. An ``options`` mapping is replaced as a whole (a config
+    or ``--set model.options={width: 32}`` says all of them) unless ``into_options``: a dotted
+    ``--set data.options.path=X`` sets that one option and keeps the others."""
     out = dict(base)
     for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "options":
-            out[k] = _merge(out[k], v)
+        mergeable = isinstance(v, dict) and isinstance(out.get(k), dict)
+        if mergeable and (k != "options" or into_options):
+            out[k] = _merge(out[k], v, into_options)
         else:
             out[k] = v
     return out
@@ -411,16 +415,17 @@ def load_config(
     if isinstance(overrides, list):
         overrides = dict(parse_override(o) for o in overrides)
     leaves = leaf_keys()
-    updates = []
+    updates, into_options = [], []
     for key, value in (overrides or {}).items():
         dotted = key if "." in key or key not in leaves else leaves[key]
         if isinstance(value, dict) and "." not in dotted and key not in leaves:
             updates.append({dotted: value})
         else:
             updates.append(_nest(dotted, value))
+        into_options.append(".options." in dotted)
     data = _drop_foreign_options(data, updates)
-    for update in updates:
-        data = _merge(data, update)
+    for update, into in zip(updates, into_options, strict=True):
+        data = _merge(data, update, into)
     cfg = _build(Config, data, "")
     _check_ranges(cfg)
     _check_model_name(cfg.model.name)

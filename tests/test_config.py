@@ -20,6 +20,23 @@ def test_dotted_and_leaf_overrides():
     assert cfg.mix.k == 5 and cfg.trainer.epochs == 3 and cfg.mix.alpha == 1.0
 
 
+def test_dotted_options_merge_and_a_mapping_replaces():
+    """``--set data.options.KEY=V`` sets one option and keeps the others; a whole mapping
+    (``--set data.options={...}``) replaces them."""
+    cfg = load_config(None, ["data.options.train_size=200"])
+    assert cfg.data.options == {"train_size": 200, "test_size": 2000, "object_size": [18, 30]}
+    cfg = load_config(None, ["data.name=hf", "data.options.path=X", "data.options.test_split=t"])
+    assert cfg.data.options == {"path": "X", "test_split": "t"}
+    cfg = load_config(None, ["data.options.path=X", "data.name=hf"])  # order does not matter
+    assert cfg.data.options == {"path": "X"}
+    cfg = load_config(None, ["data.options={train_size: 7}"])
+    assert cfg.data.options == {"train_size": 7}
+    cfg = load_config({}, ["model.options.width=32", "model.options.depth=[1, 1]"])
+    assert cfg.model.options == {"width": 32, "depth": [1, 1]}
+    cfg = load_config({"model": {"options": {"a": {"b": 1, "c": 2}}}}, ["model.options.a.b=5"])
+    assert cfg.model.options == {"a": {"b": 5, "c": 2}}
+
+
 def test_int_accepted_for_float_and_scientific_strings():
     cfg = load_config({"trainer": {"lr_max": 1, "lr_start": "1e-3"}})
     assert cfg.trainer.lr_max == 1.0 and isinstance(cfg.trainer.lr_max, float)
