@@ -11,8 +11,9 @@ from rlmix import distributed
 from rlmix.errors import ConfigError, RlmixError
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """The options every entry point shares."""
+def add_config_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    """The options every entry point shares (``--seed`` unless the command takes seeds of its
+    own, as ``rlmix.compare --seeds`` does)."""
     parser.add_argument(
         "--config",
         default=None,
@@ -27,7 +28,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         help="override a config key, e.g. --set trainer.lr_max=0.2 (repeatable; YAML values)",
     )
     parser.add_argument("--epochs", type=int, help="classifier epochs (trainer.epochs)")
-    parser.add_argument("--seed", type=int, help="random seed (seed)")
+    if seed:
+        parser.add_argument("--seed", type=int, help="random seed (seed)")
     parser.add_argument("--out", help="run directory (out)")
     parser.add_argument(
         "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
@@ -76,7 +78,8 @@ def run_training(train: Callable[..., dict], cfg: object, args: argparse.Namespa
 def overrides_from_args(args: argparse.Namespace, **extra: object) -> list[str]:
     """``--set`` values plus the shortcut flags, as dotted ``key=value`` strings."""
     out = list(args.overrides)
-    for key, value in (("trainer.epochs", args.epochs), ("seed", args.seed), ("out", args.out)):
+    shortcuts = (("trainer.epochs", args.epochs), ("seed", getattr(args, "seed", None)))
+    for key, value in (*shortcuts, ("out", args.out)):
         if value is not None:
             out.append(f"{key}={value}")
     out += [f"{k}={v}" for k, v in extra.items() if v is not None]

@@ -4,6 +4,7 @@
     python -m rlmix.compare --policies rmix,cutmix_plus --seeds 0 1 2 3 4 --jobs 2
     python -m rlmix.compare --policies agent,rmix --reward grad_cosine --reward val_grad_align
     python -m rlmix.compare --policies agent,rmix --agent diff:val_grad_align,agent.baseline=counterfactual
+    python -m rlmix.compare --policies agent,rmix,cutmix_plus --arm 420ep:cutmix_plus,trainer.epochs=420
     python -m rlmix.compare --config fashion_mnist_study     # the README's headline (make study)
     python -m rlmix.compare ... --launcher ray [--address HOST:PORT]   # one Ray task per run
 
@@ -56,6 +57,7 @@ from rlmix.stats import PairedDifference, holm_paired, mean_interval, mean_std, 
 from rlmix.study import (
     METRICS,
     AgentSpec,
+    ArmSpec,
     Job,
     Result,
     csv_text,
@@ -82,7 +84,7 @@ def build_parser() -> ArgumentParser:
         "tables with paired confidence intervals, same-batch policy gains and plots. Run it "
         "again on the same --out to continue an interrupted study.",
     )
-    add_config_args(p)
+    add_config_args(p, seed=False)  # --seeds
     p.set_defaults(out=None)
     p.add_argument(
         "--policies",
@@ -105,17 +107,28 @@ def build_parser() -> ArgumentParser:
         "diff:val_grad_align,agent.baseline=counterfactual (repeatable; with --reward too)",
     )
     p.add_argument(
+        "--arm",
+        action="append",
+        default=None,
+        metavar="NAME:POLICY[,KEY=VALUE...]",
+        help="a fixed policy with its own settings, tabulated as POLICY[NAME], e.g. "
+        "420ep:cutmix_plus,trainer.epochs=420 (equal compute; repeatable)",
+    )
+    p.add_argument(
         "--reference", default="rmix", help="policy the others are compared with (default rmix)"
     )
     p.add_argument(
         "--versus",
         default="",
         metavar="POLICY[,POLICY...]",
-        help="also tabulate each policy's top-1 difference to these policies (e.g. "
-        "cutmix_plus, the best fixed mixer), with Holm's correction over the agent variants",
+        help="also tabulate each policy's top-1 difference to these policies or --arm labels "
+        "(e.g. cutmix_plus, the best fixed mixer), with Holm's correction over the agent variants",
     )
     p.add_argument(
-        "--confidence", type=float, default=0.95, help="confidence level of the intervals"
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="confidence level of the intervals (default 0.95)",
     )
     p.add_argument(
         "--jobs",
@@ -160,6 +173,22 @@ def build_parser() -> ArgumentParser:
 # -- the study's arms -----------------------------------------------------------------------------
 
 
+def arm_specs(texts: list[str] | None) -> list[ArmSpec]:
+    """The fixed arms of ``--arm``: each a fixed policy and its settings, named once."""
+    specs = [ArmSpec.parse(t) for t in texts or []]
+    for spec in specs:
+        if spec.policy not in FIXED:
+            raise ConfigError(
+                f"--arm '{spec.name}:{spec.policy}': unknown fixed policy '{spec.policy}'; "
+                f"choose one of: {', '.join(FIXED)} (a learning agent is an --agent)"
+            )
+    labels = [s.label for s in specs]
+    dup = next((n for n in labels if labels.count(n) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"--arm '{dup}' is given twice")
+    return specs
+
+
 def agent_specs(
     rewards: list[str] | None, agents: list[str] | None, default: str
 ) -> list[AgentSpec]:
@@ -184,9 +213,11 @@ def arms(
     specs: list[AgentSpec],
     reference: str,
     counterfactual_every: int = 1,
+    fixed: Sequence[ArmSpec] = (),
 ) -> list[dict[str, Any]]:
     """Every arm of the study: ``label``, ``policy``, ``reward``, ``log_rewards``, ``hold_out``,
-    agent ``overrides`` and, for a transfer arm, its ``search`` arm (see the module docstring).
+    the arm's ``overrides`` and, for a transfer arm, its ``search`` arm (see the module
+    docstring); the ``fixed`` arms (``--arm``) follow the policies.
     ``counterfactual_every`` thins the counterfactual where it only reports (every arm but an
     agent learning from a difference reward)."""
     agent_rewards = [s.reward for s in specs] if "agent" in policies else []
@@ -210,6 +241,9 @@ def arms(
         else:
             logs = budget_logs if policy_mixer(policy) == "rmix" else []
             out.append(_arm(policy, policy, "none", logs, counterfactual_every=every))
+    for spec in fixed:
+        logs = budget_logs if policy_mixer(spec.policy) == "rmix" else []
+        out.append(_arm(spec.label, spec.policy, "none", logs, None, spec.overrides, every))
     learners = [s.reward for s in specs if not s.transfer] if "agent" in policies else []
     if any(_reward(r).held_out for r in learners):
         label = f"{reference}[{HELD_OUT}]"
@@ -246,8 +280,21 @@ def _arm(
 def make_jobs(
     cfg: Config, study_arms: list[dict[str, Any]], seeds: list[int], out: Path
 ) -> list[Job]:
-    """Every (arm, seed) run, seed-major, with its config and run directory."""
-    return [_job(cfg, arm, seed, out) for seed in seeds for arm in study_arms]
+    """Every (arm, seed) run, seed-major, with its config and run directory.
+
+    Raises:
+        ConfigError: two arms would share a run directory.
+    """
+    jobs = [_job(cfg, arm, seed, out) for seed in seeds for arm in study_arms]
+    seen: dict[Path, str] = {}
+    for job in [*jobs, *(j.search for j in jobs if j.search is not None)]:
+        other = seen.setdefault(job.out, job.label)
+        if other != job.label:
+            raise ConfigError(
+                f"arms '{other}' and '{job.label}' would share the run directory "
+                f"'{job.out}'; give them names that differ in more than brackets"
+            )
+    return jobs
 
 
 def _job(cfg: Config, arm: dict[str, Any], seed: int, out: Path) -> Job:
@@ -308,7 +355,7 @@ def summarise(
             _paired(row, runs, ref, "_diff", confidence)
         for other in versus:
             base = {r.seed: r.values for r in by_label.get(other, [])}
-            if label not in (reference, other):
+            if label != other:
                 _paired(row, runs, base, f"_diff_vs_{other}", confidence, keys=("top1",))
         holds_out = runs[0].values.get("held_out_images", 0) > 0
         if holds_out and not label.endswith(f"[{HELD_OUT}]"):
@@ -569,6 +616,7 @@ def compare(
     out: Path,
     *,
     agents: list[str] | None = None,
+    fixed_arms: list[str] | None = None,
     reference: str = "rmix",
     confidence: float = 0.95,
     jobs: int = 1,
@@ -584,15 +632,19 @@ def compare(
     """Run (or continue) every (arm, seed), write the tables and plots; returns the summary
     rows. With ``tables_only``, run nothing: tabulate the seeds whose runs have all finished."""
     specs = agent_specs(rewards, agents, cfg.env.reward)
+    fixed = arm_specs(fixed_arms)
     _check(cfg, policies, seeds, specs, reference, jobs, confidence)
     if counterfactual_every < 1:
         raise ConfigError(f"--counterfactual-every must be >= 1 (got {counterfactual_every})")
-    missing = [v for v in versus if v not in policies or v == "agent"]
+    labels = [p for p in policies if p != "agent"] + [f.label for f in fixed]
+    missing = [v for v in versus if v not in labels]
     if missing:
-        raise ConfigError(f"--versus {missing[0]}: name a fixed policy that --policies runs")
+        raise ConfigError(
+            f"--versus {missing[0]}: name a fixed policy that --policies runs, or an --arm label"
+        )
     if reference not in policies:
         policies = [*policies, reference]
-    study_arms = arms(cfg, policies, specs, reference, counterfactual_every)
+    study_arms = arms(cfg, policies, specs, reference, counterfactual_every, fixed)
     study_jobs = make_jobs(cfg, study_arms, seeds, out)  # validates every arm's config
     check_writable(out)
     study = manifest(cfg, study_arms, seeds, reference)
@@ -708,6 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.reward,
         out,
         agents=args.agent,
+        fixed_arms=args.arm,
         reference=args.reference,
         confidence=args.confidence,
         jobs=args.jobs,

@@ -19,12 +19,13 @@ import dataclasses
 import functools
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlmix.checkpoints import atomic_write_json, config_difference
-from rlmix.config import Config, load_config
+from rlmix.config import Config, leaf_keys, load_config
 from rlmix.errors import ConfigError
 
 MANIFEST = "study.json"
@@ -36,6 +37,56 @@ METRICS = [
     ("fgsm_error", "FGSM err (%)", 100.0),
     ("loc_acc", "CAM loc (%)", 100.0),
 ]
+
+
+# An arm's name is a path component of its run directories: letters, digits and _ . + - only.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# Keys the study sets for every run itself: an arm that overrode them would write into another
+# run's directory, repeat one seed, or train on something other than its label says.
+STUDY_KEYS = (
+    "seed",
+    "out",
+    "policy",
+    "env.reward",
+    "env.log_rewards",
+    "data.hold_out",
+    "frozen_agent.path",
+)
+
+
+def _parse_arm(text: str, flag: str, example: str) -> tuple[str, str, list[str], bool]:
+    """``NAME:HEAD[,KEY=VALUE...]`` -> name, head, overrides and ``transfer``; refuses a name
+    that is not a plain path component and an override of a key the study owns."""
+    name, sep, rest = text.partition(":")
+    parts = [p.strip() for p in rest.split(",")] if sep else [name]
+    name = name.strip()
+    if not name or not parts[0] or "=" in parts[0]:
+        raise ConfigError(f"{flag} '{text}' must look like {example}")
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"{flag} '{text}': the name '{name}' may hold only letters, digits and _ . + - "
+            "(it names the arm's run directories), and starts with a letter or digit"
+        )
+    bad = [p for p in parts[1:] if "=" not in p]
+    if bad:
+        raise ConfigError(f"{flag} '{text}': '{bad[0]}' is not a KEY=VALUE override")
+    leaves = leaf_keys()
+    overrides, transfer = [], False
+    for part in parts[1:]:
+        key, _, value = (x.strip() for x in part.partition("="))
+        if key == "transfer":
+            if value.lower() not in ("true", "false"):
+                raise ConfigError(f"{flag} '{text}': transfer must be true or false")
+            transfer = value.lower() == "true"
+            continue
+        dotted = key if "." in key else leaves.get(key, key)
+        if dotted in STUDY_KEYS:
+            raise ConfigError(
+                f"{flag} '{text}': '{key}' is set by the study for every run (seeds by --seeds, "
+                f"the reward after the colon, directories under --out); drop it from the arm"
+            )
+        overrides.append(f"{key}={value}")
+    return name, parts[0], overrides, transfer
 
 
 @dataclass(frozen=True)
@@ -56,26 +107,39 @@ class AgentSpec:
 
     @classmethod
     def parse(cls, text: str) -> AgentSpec:
-        name, sep, rest = text.partition(":")
-        parts = [p.strip() for p in rest.split(",")] if sep else [name]
-        if not name.strip() or not parts[0] or any("=" in p for p in parts[:1]):
-            raise ConfigError(
-                f"--agent '{text}' must look like NAME:REWARD[,KEY=VALUE...], e.g. "
-                "diff:val_grad_align,agent.baseline=counterfactual"
-            )
-        bad = [p for p in parts[1:] if "=" not in p]
-        if bad:
-            raise ConfigError(f"--agent '{text}': '{bad[0]}' is not a KEY=VALUE override")
-        overrides, transfer = [], False
-        for part in parts[1:]:
-            key, _, value = part.partition("=")
-            if key.strip() != "transfer":
-                overrides.append(part)
-            elif value.strip().lower() in ("true", "false"):
-                transfer = value.strip().lower() == "true"
-            else:
-                raise ConfigError(f"--agent '{text}': transfer must be true or false")
-        return cls(name.strip(), parts[0], tuple(overrides), transfer)
+        name, reward, overrides, transfer = _parse_arm(
+            text,
+            "--agent",
+            "NAME:REWARD[,KEY=VALUE...], e.g. diff:val_grad_align,agent.baseline=counterfactual",
+        )
+        return cls(name, reward, tuple(overrides), transfer)
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """A fixed policy with its own settings, labelled ``POLICY[NAME]`` in the tables.
+
+    Parsed from ``NAME:POLICY[,KEY=VALUE...]`` (``--arm``), e.g. ``420ep:cutmix_plus,
+    trainer.epochs=420``: CutMix+ trained for 420 epochs beside the study's own arms (equal
+    compute), on the same seeds.
+    """
+
+    name: str
+    policy: str
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.policy}[{self.name}]"
+
+    @classmethod
+    def parse(cls, text: str) -> ArmSpec:
+        name, policy, overrides, transfer = _parse_arm(
+            text, "--arm", "NAME:POLICY[,KEY=VALUE...], e.g. 420ep:cutmix_plus,trainer.epochs=420"
+        )
+        if transfer:
+            raise ConfigError(f"--arm '{text}': transfer=true is an --agent option")
+        return cls(name, policy, tuple(overrides))
 
 
 @dataclass(frozen=True)
@@ -279,7 +343,9 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 __all__ = [
     "MANIFEST",
     "METRICS",
+    "STUDY_KEYS",
     "AgentSpec",
+    "ArmSpec",
     "Job",
     "Result",
     "csv_text",

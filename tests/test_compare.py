@@ -81,6 +81,20 @@ def test_jobs_run_in_parallel_processes(tiny_config, tmp_path):
             {"agents": ["t:teach,transfer=maybe"], "policies": ["agent"]},
             r"--agent 't:teach,transfer=maybe': transfer must be true or false",
         ),
+        # an arm may not step outside --out, share a directory, or override the study's keys
+        ({"agents": ["a]:teach", "a:hardness"]}, r"the name 'a\]' may hold only letters"),
+        ({"agents": ["../../x:teach"]}, r"the name '../../x' may hold only letters"),
+        ({"agents": ["a/b:teach"]}, r"the name 'a/b' may hold only letters"),
+        ({"agents": ["a:teach,seed=7"]}, r"'seed' is set by the study for every run"),
+        ({"agents": ["a:teach,out=/tmp/x"]}, r"'out' is set by the study for every run"),
+        ({"agents": ["a:teach,env.reward=hardness"]}, r"'env.reward' is set by the study"),
+        ({"agents": ["a:teach,reward=hardness"]}, r"'reward' is set by the study"),
+        ({"agents": ["a:teach,policy=rmix"]}, r"'policy' is set by the study"),
+        ({"fixed_arms": ["x:agent"]}, r"--arm 'x:agent': unknown fixed policy 'agent'"),
+        ({"fixed_arms": ["x:rmix,seed=3"]}, r"--arm 'x:rmix,seed=3': 'seed' is set by the study"),
+        ({"fixed_arms": ["x:rmix", "x:rmix,trainer.epochs=3"]}, r"--arm 'rmix\[x\]' is given"),
+        ({"fixed_arms": ["x:rmix,transfer=true"]}, r"transfer=true is an --agent option"),
+        ({"versus": ["rmix[y]"]}, r"--versus rmix\[y\]: name a fixed policy that --policies"),
     ],
 )
 def test_compare_argument_errors(tiny_config, tmp_path, kwargs, match):
@@ -190,3 +204,49 @@ def test_a_difference_reward_agent_scores_every_step_however_its_baseline_is_set
         for a in arms(tiny_config(), ["agent"], specs, "rmix", 5)
     }
     assert every == {"agent[s]": 1}
+
+
+def test_arms_never_share_a_run_directory(tiny_config, tmp_path):
+    from rlmix.compare import agent_specs, arm_specs
+
+    cfg = tiny_config()
+    specs = agent_specs(None, ["a:teach", "a.b:hardness"], "teach")
+    fixed = arm_specs(["long:rmix,trainer.epochs=3"])
+    study = arms(cfg, ["agent", "rmix"], specs, "rmix", fixed=fixed)
+    jobs = make_jobs(cfg, study, [0, 1], tmp_path)
+    dirs = [j.out for j in jobs]
+    assert len(set(dirs)) == len(dirs) == 8
+    assert all(tmp_path in d.parents for d in dirs)
+    long = next(j for j in jobs if j.label == "rmix[long]")
+    assert long.cfg.trainer.epochs == 3 and long.cfg.seed == 0 and long.policy == "rmix"
+    clash = [{**study[0], "label": "agent[a]"}, {**study[0], "label": "agent_a"}]
+    with pytest.raises(ConfigError, match="would share the run directory"):
+        make_jobs(cfg, clash, [0], tmp_path)
+
+
+def test_a_fixed_arm_runs_with_its_own_settings_on_the_same_seeds(tiny_config, tmp_path):
+    """``--arm`` runs a fixed policy with its own settings (here: more epochs, equal compute)
+    beside the study's arms, paired on the same seeds; ``--versus`` takes its label."""
+    cfg = tiny_config(epochs=1, eval_fgsm=False)
+    rows = compare(
+        cfg,
+        ["rmix", "cutmix_plus"],
+        [0, 1],
+        None,
+        tmp_path,
+        fixed_arms=["2ep:cutmix_plus,trainer.epochs=2"],
+        versus=["cutmix_plus[2ep]"],
+        progress=False,
+    )
+    by_policy = {r["policy"]: r for r in rows}
+    assert set(by_policy) == {"rmix", "cutmix_plus", "cutmix_plus[2ep]"}
+    long = json.loads((tmp_path / "cutmix_plus_2ep" / "seed1" / "metrics.json").read_text())
+    assert len(long["epochs"]) == 2 and long["policy"] == "cutmix_plus" and long["seed"] == 1
+    runs = {(r["policy"], r["seed"]): float(r["top1"]) for r in _csv(tmp_path / "runs.csv")}
+    expected = paired_difference(
+        [runs["rmix", s] for s in "01"], [runs["cutmix_plus[2ep]", s] for s in "01"]
+    )
+    got = by_policy["rmix"]["top1_diff_vs_cutmix_plus[2ep]"]
+    assert (got.mean, got.low, got.high) == pytest.approx(
+        (expected.mean, expected.low, expected.high)
+    )
