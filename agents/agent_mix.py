@@ -32,8 +32,8 @@ import torch
 
 from agents.policy import PerImagePolicy
 from agents.serialize import load_policy
-from envs.slots import slot_context
-from envs.spaces import batch_observation, has_partner, slot_partner
+from envs.slots import slot_observation
+from envs.spaces import batch_observation, has_partner
 from rlmix.mixing import MixParams, RMix, topk_space
 from rlmix.saliency import input_saliency
 
@@ -103,13 +103,7 @@ class AgentMix(RMix):
         batch = batch_observation(
             saliency, logits, self.obs_grid, self.logit_clip, params if self.partner_first else None
         )
-        obs = {k: batch[k] for k in ("saliency", "logits")}
-        obs["context"] = slot_context(
-            obs["saliency"], obs["logits"], float(progress), float(lr_fraction)
-        )
-        if self.partner_first:
-            obs.update(slot_partner(batch))
-        return obs
+        return slot_observation(batch, float(progress), float(lr_fraction))
 
     def actions(self, obs: dict[str, np.ndarray]) -> torch.Tensor:
         """Each image's top-k index (B,) long: the policy's choice for its observation."""

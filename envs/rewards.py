@@ -83,7 +83,7 @@ import torch.nn.functional as F
 from envs.spaces import batch_ranks
 from rlmix.errors import ConfigError, RlmixError
 from rlmix.mixing import MixParams
-from rlmix.probe import LastLayerGrad, MixedBatch
+from rlmix.probe import LastLayerGrad, MixedBatch, MixedRecord
 from rlmix.registry import Registry
 from rlmix.saliency import pool_saliency
 
@@ -209,6 +209,55 @@ class Reward:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise RlmixError(f"reward '{self.name}' must return {expected}, got {_describe(value)}")
         return np.full(b, float(value), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class RewardNeeds:
+    """What a set of rewards reads, so that the env (and :class:`agents.LearnedMix`) computes
+    just that for them (:meth:`of`).
+
+    Attributes:
+        clean_saliency, mixed_saliency, val_loss, val_grad, teacher: some reward reads that
+            :class:`RewardInputs` field.
+        record: what of the mixed batch's pass is recorded: ``"last_layer"`` (its logits and
+            the last linear layer's inputs), ``"logits"``, or None.
+        counterfactual: the rewards scored on the same-batch counterfactual (every reward that
+            needs no outcome, but ``none``, which pays 0 whatever the mix).
+    """
+
+    clean_saliency: bool
+    mixed_saliency: bool
+    val_loss: bool
+    val_grad: bool
+    teacher: bool
+    record: MixedRecord | None
+    counterfactual: tuple[Reward, ...]
+
+    @classmethod
+    def of(cls, rewards: list[Reward]) -> RewardNeeds:
+        record: MixedRecord | None = (
+            "last_layer" if any(r.mixed for r in rewards)
+            else "logits" if any(r.logits for r in rewards) else None
+        )  # fmt: skip
+        return cls(
+            clean_saliency=any(r.clean_saliency for r in rewards),
+            mixed_saliency=any(r.mixed_saliency for r in rewards),
+            val_loss=any(r.val_loss for r in rewards),
+            val_grad=any(r.val_grad for r in rewards),
+            teacher=any(r.teacher for r in rewards),
+            record=record,
+            counterfactual=tuple(r for r in rewards if r.has_counterfactual and r.name != "none"),
+        )
+
+    @property
+    def held_out(self) -> bool:
+        """Whether some reward reads the held-out split."""
+        return self.val_loss or self.val_grad
+
+    @property
+    def counterfactual_pass(self) -> bool:
+        """Whether scoring the counterfactual needs a pass of its mix through the classifier."""
+        return any(r.reads_mix for r in self.counterfactual)
 
 
 REWARDS: Registry[Reward] = Registry("reward", hint=" or module:function")
@@ -478,6 +527,7 @@ __all__ = [
     "MixedBatch",
     "Reward",
     "RewardInputs",
+    "RewardNeeds",
     "get_reward",
     "last_layer_alignment",
     "list_rewards",

@@ -83,6 +83,21 @@ def slot_context(
     return torch.stack(columns, dim=1).clamp_(0.0, 1.0).numpy()
 
 
+def slot_observation(
+    batch: dict[str, np.ndarray], progress: float, lr_fraction: float
+) -> dict[str, np.ndarray]:
+    """The slot observations (key -> (B, ...)) of a batch observation
+    (:func:`envs.spaces.batch_observation`): each image's pooled saliency and logits, the
+    ``context`` of :func:`slot_context`, and with partner-aware decisions its partner's keys
+    (:func:`envs.spaces.slot_partner`). The one observation the env, :class:`agents.AgentMix`
+    and :class:`agents.LearnedMix` show a policy."""
+    context = slot_context(batch["saliency"], batch["logits"], progress, lr_fraction)
+    slots = {"saliency": batch["saliency"], "logits": batch["logits"], "context": context}
+    if "partner" in batch:
+        slots.update(slot_partner(batch))
+    return slots
+
+
 class ImageSlotVecEnv(VecEnv):
     """SB3 ``VecEnv`` over the image slots of a batch env (see the module docstring).
 
@@ -131,13 +146,7 @@ class ImageSlotVecEnv(VecEnv):
     def slot_observation(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The slot observations (key -> (B, ...)) of a batch observation."""
         t = self.trainer
-        context = slot_context(
-            obs["saliency"], obs["logits"], t.progress, t.lr / self.cfg.trainer.lr_max
-        )
-        slots = {"saliency": obs["saliency"], "logits": obs["logits"], "context": context}
-        if "partner" in obs:
-            slots.update(slot_partner(obs))
-        return slots
+        return slot_observation(obs, t.progress, t.lr / self.cfg.trainer.lr_max)
 
     def reset(self) -> dict[str, np.ndarray]:
         obs, info = self.env.reset(seed=self._seeds[0])
@@ -200,4 +209,4 @@ class ImageSlotVecEnv(VecEnv):
         return [None] * self.num_envs
 
 
-__all__ = ["CONTEXT", "ImageSlotVecEnv", "slot_context"]
+__all__ = ["CONTEXT", "ImageSlotVecEnv", "slot_context", "slot_observation"]

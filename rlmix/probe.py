@@ -130,6 +130,90 @@ def last_layer_grad(
     return LastLayerGrad(d.T @ h / n, d.sum(0) / n)
 
 
+@dataclass
+class StepOutput:
+    """What a forward (and backward) pass over a mixed batch gives the rewards.
+
+    Attributes:
+        loss: the 0-d detached loss (for a training step: the mean over ranks).
+        mixed_saliency: RMS over channels of dLoss/dx_mix (B, H, W), or None.
+        mixed: the last layer's view of the batch (:class:`MixedBatch`), or None.
+    """
+
+    loss: torch.Tensor
+    mixed_saliency: torch.Tensor | None = None
+    mixed: MixedBatch | None = None
+
+
+def forward_mixed(
+    net: nn.Module,
+    model: nn.Module,
+    loss_fn: Loss,
+    x_mix: torch.Tensor,
+    y_mix: torch.Tensor,
+    *,
+    input_grad: bool,
+    last_layer: bool,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """The train-mode forward of a mixed batch through ``net`` (``model`` or its DDP wrapper):
+    ``(x_in, logits, loss, last-layer inputs)``, x_in requiring grad with ``input_grad``, the
+    last layer's inputs recorded with ``last_layer``; the forward runs under ``autocast()``."""
+    model.train()
+    x_in = x_mix.detach().requires_grad_(input_grad)
+    with autocast(), capture_last_layer(model, last_layer) as seen:
+        logits = net(x_in)
+    return x_in, logits, loss_fn(logits.float(), y_mix), seen
+
+
+def step_output(
+    loss_fn: Loss,
+    loss: torch.Tensor,
+    x_in: torch.Tensor,
+    y_mix: torch.Tensor,
+    logits: torch.Tensor,
+    mixed: MixedRecord | None,
+    seen: list[torch.Tensor],
+) -> StepOutput:
+    """The :class:`StepOutput` of a pass of :func:`forward_mixed` (after its backward, if any)."""
+    out = StepOutput(loss)
+    if x_in.requires_grad:
+        out.mixed_saliency = x_in.grad.float().pow(2).mean(dim=1).sqrt()
+    if mixed is not None:
+        out.mixed = mixed_batch(loss_fn, y_mix, logits, seen[-1] if seen else None)
+    return out
+
+
+def probe_mix(
+    model: nn.Module,
+    loss_fn: Loss,
+    x_mix: torch.Tensor,
+    y_mix: torch.Tensor,
+    *,
+    input_grad: bool = False,
+    mixed: MixedRecord | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> StepOutput:
+    """The pass a training step would make on a mixed batch, changing nothing: no weight
+    gradient, no optimiser step, BatchNorm statistics and torch's global random streams as they
+    were (:func:`preserved`). The same-batch counterfactual of a step; the model is left in
+    train mode."""
+    with preserved(model), torch.set_grad_enabled(input_grad):
+        x_in, logits, loss, seen = forward_mixed(
+            model,
+            model,
+            loss_fn,
+            x_mix,
+            y_mix,
+            input_grad=input_grad,
+            last_layer=mixed == "last_layer",
+            autocast=autocast,
+        )
+        if input_grad:
+            (x_in.grad,) = torch.autograd.grad(loss, x_in)
+        return step_output(loss_fn, loss.detach(), x_in, y_mix, logits, mixed, seen)
+
+
 @contextlib.contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
     """Restore the model's buffers (BatchNorm running statistics and counters) and torch's
@@ -149,10 +233,14 @@ __all__ = [
     "LastLayerGrad",
     "MixedBatch",
     "MixedRecord",
+    "StepOutput",
     "capture_last_layer",
+    "forward_mixed",
     "last_layer",
     "last_layer_grad",
     "logit_grad",
     "mixed_batch",
     "preserved",
+    "probe_mix",
+    "step_output",
 ]

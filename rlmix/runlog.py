@@ -37,17 +37,24 @@ class RunLog:
         out: the run directory.
         step: returns the current global env step (the x axis of every scalar).
         tensorboard: write TensorBoard event files under ``out/tb``.
+        writer: write through this ``SummaryWriter`` instead (the caller's; left open).
     """
 
     def __init__(
-        self, out: str | Path, step: Callable[[], int], *, tensorboard: bool = True
+        self,
+        out: str | Path,
+        step: Callable[[], int],
+        *,
+        tensorboard: bool = True,
+        writer: Any = None,
     ) -> None:
         self.out = Path(out)
         self.step = step
         self.history: list[dict[str, Any]] = []
         self.timings: list[float] = []
-        self.writer = None
-        if tensorboard:
+        self.writer = writer  # a SummaryWriter of the caller's (not closed here), or ours
+        self._owns_writer = writer is None and tensorboard
+        if self._owns_writer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tb"))
@@ -92,7 +99,7 @@ class RunLog:
             self.writer.flush()
 
     def close(self) -> None:
-        if self.writer is not None:
+        if self.writer is not None and self._owns_writer:
             self.writer.close()
 
 

@@ -30,12 +30,12 @@ from rlmix.models import create_model
 from rlmix.optim import build_optimizer
 from rlmix.probe import (
     LastLayerGrad,
-    MixedBatch,
     MixedRecord,
-    capture_last_layer,
+    StepOutput,
+    forward_mixed,
     last_layer_grad,
-    mixed_batch,
-    preserved,
+    probe_mix,
+    step_output,
 )
 from rlmix.saliency import input_saliency
 from rlmix.seeding import seed_global, stream_generator
@@ -98,19 +98,14 @@ class Batch:
     logits: torch.Tensor | None = None
 
 
-@dataclass
-class StepOutput:
-    """What a forward (and backward) pass over a mixed batch gives the rewards.
-
-    Attributes:
-        loss: the 0-d detached loss (for a training step: the mean over ranks).
-        mixed_saliency: RMS over channels of dLoss/dx_mix (B, H, W), or None.
-        mixed: the last layer's view of the batch (:class:`rlmix.probe.MixedBatch`), or None.
-    """
-
-    loss: torch.Tensor
-    mixed_saliency: torch.Tensor | None = None
-    mixed: MixedBatch | None = None
+@torch.no_grad()
+def update_ema(teacher: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """One EMA step of ``teacher`` towards ``model``: each weight ``t <- decay * t + (1 - decay)
+    * w``; buffers (BatchNorm statistics) copied."""
+    t_params = list(teacher.parameters())
+    torch._foreach_lerp_(t_params, [p.detach() for p in model.parameters()], 1.0 - decay)
+    for t_buf, buf in zip(teacher.buffers(), model.buffers(), strict=True):
+        t_buf.copy_(buf)
 
 
 class Trainer:
@@ -324,8 +319,15 @@ class Trainer:
         mean over ranks under torchrun.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        x_in, logits, loss, seen = self._forward(
-            self.ddp or self.model, x_mix, y_mix, input_grad, mixed == "last_layer"
+        x_in, logits, loss, seen = forward_mixed(
+            self.ddp or self.model,
+            self.model,
+            self.loss_fn,
+            x_mix,
+            y_mix,
+            input_grad=input_grad,
+            last_layer=mixed == "last_layer",
+            autocast=self._autocast,
         )
         reported = distributed.all_reduce_mean(loss.detach())
         if not bool(torch.isfinite(reported)):
@@ -338,7 +340,7 @@ class Trainer:
             self._update_teacher()
         self.global_step += 1
         self.step_in_epoch += 1
-        return self._output(reported, x_in, y_mix, logits, mixed, seen)
+        return step_output(self.loss_fn, reported, x_in, y_mix, logits, mixed, seen)
 
     def probe(
         self,
@@ -352,38 +354,15 @@ class Trainer:
         another mixed batch, changing nothing: no optimiser step, no weight gradient, BatchNorm
         statistics and every random stream as they were (:func:`rlmix.probe.preserved`). The
         same-batch counterfactual of a step; the loss is this rank's."""
-        with preserved(self.model), torch.set_grad_enabled(input_grad):
-            x_in, logits, loss, seen = self._forward(
-                self.model, x_mix, y_mix, input_grad, mixed == "last_layer"
-            )
-            if input_grad:
-                (x_in.grad,) = torch.autograd.grad(loss, x_in)
-            return self._output(loss.detach(), x_in, y_mix, logits, mixed, seen)
-
-    def _forward(
-        self,
-        net: torch.nn.Module,
-        x_mix: torch.Tensor,
-        y_mix: torch.Tensor,
-        input_grad: bool,
-        last_layer: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """The train-mode forward of a mixed batch through ``net`` (the model or its DDP
-        wrapper): ``(x_in, logits, loss, last-layer inputs)``, x_in requiring grad with
-        ``input_grad``, the last layer's inputs recorded with ``last_layer``."""
-        self.model.train()
-        x_in = x_mix.detach().requires_grad_(input_grad)
-        with self._autocast(), capture_last_layer(self.model, last_layer) as seen:
-            logits = net(x_in)
-        return x_in, logits, self.loss_fn(logits.float(), y_mix), seen
-
-    def _output(self, loss, x_in, y_mix, logits, mixed, seen: list[torch.Tensor]) -> StepOutput:
-        out = StepOutput(loss)
-        if x_in.requires_grad:
-            out.mixed_saliency = x_in.grad.float().pow(2).mean(dim=1).sqrt()
-        if mixed is not None:
-            out.mixed = mixed_batch(self.loss_fn, y_mix, logits, seen[-1] if seen else None)
-        return out
+        return probe_mix(
+            self.model,
+            self.loss_fn,
+            x_mix,
+            y_mix,
+            input_grad=input_grad,
+            mixed=mixed,
+            autocast=self._autocast,
+        )
 
     def held_out_grad(self) -> LastLayerGrad:
         """The mean loss gradient on the last linear layer of the next held-out batch
@@ -416,13 +395,8 @@ class Trainer:
         with self._autocast():
             return self.teacher(x).float().softmax(dim=1)
 
-    @torch.no_grad()
     def _update_teacher(self) -> None:
-        decay = self.cfg.env.ema_decay
-        t_params = list(self.teacher.parameters())
-        torch._foreach_lerp_(t_params, [p.detach() for p in self.model.parameters()], 1.0 - decay)
-        for t_buf, buf in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
-            t_buf.copy_(buf)
+        update_ema(self.teacher, self.model, self.cfg.env.ema_decay)
 
     @property
     def lr(self) -> float:
@@ -517,4 +491,4 @@ class Trainer:
         return f"{what} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopping"
 
 
-__all__ = ["Batch", "StepOutput", "Trainer", "select_device"]
+__all__ = ["Batch", "StepOutput", "Trainer", "select_device", "update_ema"]
