@@ -14,7 +14,10 @@ learner exists, on rank 0). Every other rank calls :func:`follow`, which mirrors
 * ``close``: rank 0 broadcasts a stop with its exit status, which :func:`follow` returns.
 
 Shard observations travel as one float64 tensor per rank and step: saliency (b, g*g), logits
-(b, N), the per-image reward and its counterfactual (b, 2) side by side. The step's scalar
+(b, N), with partner-aware decisions (``env.partner_first``) each image's partner and lam (b, 2),
+and the per-image reward and its counterfactual (b, 2), side by side. Partners are drawn within
+each rank's shard (as timm, torchvision and OpenMixup pair images on each GPU); the global
+observation names them by their global position, so each slot sees its own partner. The step's scalar
 rewards and policy gains (``reward/<name>``, ``policy_gain/<name>``) are averaged over ranks.
 """
 
@@ -37,16 +40,23 @@ RESET, STEP, STOP = 1, 2, 3
 def _pack(
     obs: ObsType, reward: np.ndarray | None = None, counterfactual: np.ndarray | None = None
 ) -> torch.Tensor:
-    """One shard's observation with its per-image reward and counterfactual (zeros if None)."""
+    """One shard's observation with its per-image reward and counterfactual (zeros if None);
+    with partner-aware decisions also each image's partner, as its position in the global
+    batch (rank r's image i is at r + W * i), and its lam."""
     sal = torch.from_numpy(obs["saliency"]).double()
     b = sal.shape[0]
-    columns = [
+    columns = [sal.reshape(b, -1), torch.from_numpy(obs["logits"]).double()]
+    if "partner" in obs:
+        d = distributed.current()
+        partner = d.rank + d.world_size * torch.from_numpy(obs["partner"]).double()
+        columns += [partner.reshape(b, 1), torch.from_numpy(obs["lam"]).double().reshape(b, 1)]
+    columns += [
         torch.zeros(b, 1, dtype=torch.float64)
         if v is None
         else torch.from_numpy(np.asarray(v, np.float64)).reshape(b, 1)
         for v in (reward, counterfactual)
     ]
-    return torch.cat([sal.reshape(b, -1), torch.from_numpy(obs["logits"]).double(), *columns], 1)
+    return torch.cat(columns, 1)
 
 
 def _averaged(info: dict[str, Any]) -> dict[str, float]:
@@ -67,7 +77,7 @@ def _exchange_step(env: MixupEnv, action: np.ndarray | None) -> tuple:
     packed = distributed.gather_interleaved(
         _pack(obs, info["reward_per_image"], info.get("counterfactual_per_image"))
     )
-    return packed, averaged, terminated, truncated, info
+    return packed, obs, averaged, terminated, truncated, info
 
 
 class DistributedMixupEnv(gym.Env[ObsType, ActType]):
@@ -91,12 +101,14 @@ class DistributedMixupEnv(gym.Env[ObsType, ActType]):
             raise RuntimeError("DistributedMixupEnv lives on rank 0; other ranks call follow()")
         self.env, self.world_size = env, d.world_size
         cfg = env.cfg
+        self.partner_first = env.partner_first
         self.observation_space, self.action_space = batch_spaces(
             cfg.trainer.batch_size,
             env.trainer.info.num_classes,
             cfg.env.obs_grid,
             cfg.mix.k,
             cfg.env.logit_clip,
+            partner=self.partner_first,
         )
         self.reward_fn = env.reward_fn
         self._open = True
@@ -115,13 +127,22 @@ class DistributedMixupEnv(gym.Env[ObsType, ActType]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.env.load_state_dict(state)
 
-    def _unpack(self, packed: torch.Tensor) -> tuple[ObsType, np.ndarray, np.ndarray]:
+    def _unpack(
+        self, packed: torch.Tensor, local: ObsType
+    ) -> tuple[ObsType, np.ndarray, np.ndarray]:
+        """The global observation, per-image rewards and counterfactuals; the grid is
+        ``local``'s (every rank draws the same one from the epoch's mixing stream)."""
         packed = packed.cpu().numpy()
         g = self.env.cfg.env.obs_grid
+        end = -4 if self.partner_first else -2
         obs = {
             "saliency": packed[:, : g * g].reshape(-1, g, g).astype(np.float32),
-            "logits": packed[:, g * g : -2].astype(np.float32),
+            "logits": packed[:, g * g : end].astype(np.float32),
         }
+        if self.partner_first:
+            obs["partner"] = np.rint(packed[:, -4]).astype(np.int64)
+            obs["lam"] = packed[:, -3].astype(np.float32)
+            obs["grid"] = local["grid"].copy()
         return obs, np.ascontiguousarray(packed[:, -2]), np.ascontiguousarray(packed[:, -1])
 
     def reset(
@@ -130,13 +151,13 @@ class DistributedMixupEnv(gym.Env[ObsType, ActType]):
         super().reset(seed=seed)
         distributed.broadcast_ints([RESET, -1 if seed is None else int(seed)], 2)
         obs, info = self.env.reset(seed=seed)
-        return self._unpack(distributed.gather_interleaved(_pack(obs)))[0], info
+        return self._unpack(distributed.gather_interleaved(_pack(obs)), obs)[0], info
 
     def step(self, action: ActType) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
         action = check_action(action, self.action_space)
         distributed.broadcast_ints([STEP, 0], 2)
-        packed, averaged, terminated, truncated, info = _exchange_step(self.env, action)
-        obs, per_image, counterfactual = self._unpack(packed)
+        packed, local, averaged, terminated, truncated, info = _exchange_step(self.env, action)
+        obs, per_image, counterfactual = self._unpack(packed, local)
         reward = float(per_image.mean())
         info.update(averaged)
         info.update({f"reward/{self.reward_fn.name}": reward, "reward_per_image": per_image})

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.rewards import Reward, RewardInputs, reward_for
+from envs.rewards import Reward, RewardInputs, RewardNeeds, reward_for
 from envs.spaces import batch_observation, batch_spaces, check_action, partner_observation
 from rlmix import distributed
 from rlmix.config import Config, load_config
@@ -121,28 +121,17 @@ class MixupEnv(gym.Env[ObsType, ActType]):
                 f"reward '{held_out[0]}' needs a held-out split: set data.val_size "
                 "(images held out of the training budget, e.g. 100)"
             )
-        if cfg.env.partner_first and distributed.current().enabled:
-            raise ConfigError(
-                "env.partner_first is not supported under torchrun (partners are drawn within "
-                "each rank's shard); set env.partner_first=false or run on one process"
-            )
-        self.trainer = Trainer(
-            cfg, hold_out=bool(held_out), teacher=any(r.teacher for r in rewards)
-        )
-        self.needs_val_loss = any(r.val_loss for r in rewards)
-        self.needs_val_grad = any(r.val_grad for r in rewards)
-        self.needs_mixed_saliency = any(r.mixed_saliency for r in rewards)
-        # what of the mixed batch's pass the rewards read: logits, or the last layer's inputs too
-        self.mixed_record = (
-            "last_layer" if any(r.mixed for r in rewards)
-            else "logits" if any(r.logits for r in rewards) else None
-        )  # fmt: skip
-        self.needs_teacher = any(r.teacher for r in rewards)
+        needs = RewardNeeds.of(rewards)
+        self.trainer = Trainer(cfg, hold_out=bool(held_out), teacher=needs.teacher)
+        self.needs = needs
+        self.needs_val_loss = needs.val_loss
+        self.needs_val_grad = needs.val_grad
+        self.needs_mixed_saliency = needs.mixed_saliency
+        self.mixed_record = needs.record  # what of the mixed batch's pass the rewards read
+        self.needs_teacher = needs.teacher
         every = cfg.env.counterfactual_every or 0
         self.counterfactual_every = every if self.trainer.mixer.needs_saliency else 0
-        self.counterfactual_rewards = [  # "none" pays 0 whatever the mix: nothing to gain
-            r for r in rewards if r.has_counterfactual and r.name != "none"
-        ]
+        self.counterfactual_rewards = list(needs.counterfactual)
         self._cf_generator: torch.Generator | None = None
         self.topk_space = topk_space(cfg.mix.k)
         self.partner_first = cfg.env.partner_first
@@ -153,9 +142,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         )
         self.run_seed = cfg.seed
         self.observe_saliency = (
-            cfg.env.observe == "always"
-            or self.trainer.mixer.needs_saliency
-            or any(r.clean_saliency for r in rewards)
+            cfg.env.observe == "always" or self.trainer.mixer.needs_saliency or needs.clean_saliency
         )
         self._uniform = np.full((b, g, g), 1.0 / (g * g), np.float32)
         self._batch: Batch | None = None
@@ -303,7 +290,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         q_partner = None if partner_action is None else self.topk_space[partner_action]
         x, y = t.apply_mix(self._batch, params, q, q_partner)
         out = StepOutput(torch.tensor(float("nan")))  # no reward reads the mix's own pass
-        if any(r.reads_mix for r in self.counterfactual_rewards):
+        if self.needs.counterfactual_pass:
             out = t.probe(x, y, input_grad=self.needs_mixed_saliency, mixed=self.mixed_record)
         return RewardInputs(
             q=q,

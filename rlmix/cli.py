@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -62,16 +63,21 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
 def run_training(train: Callable[..., dict], cfg: object, args: argparse.Namespace) -> dict:
     """Join torchrun's process group (if launched by it) and call ``train(cfg, ...)`` with the
     run options of :func:`add_run_args`; progress bars show on rank 0 only. A follower rank
-    gets ``{"exit_code": c}`` back: rank 0 reports the run. A finished run leaves the process
-    group, every rank together: gloo's threads outliving it can abort the interpreter at exit."""
+    gets ``{"exit_code": c}`` back: rank 0 reports the run. Every way out leaves the process
+    group: together (a barrier first) when the run finished, stopped or met an error every rank
+    agreed on; alone when only this rank failed."""
     distributed.setup()
-    metrics = train(
-        cfg,
-        resume=args.resume,
-        progress=not args.no_progress and distributed.current().is_main,
-        stop_after=args.stop_after_epoch,
-    )
-    distributed.teardown()  # on an error the other ranks may be gone: the process just exits
+    try:
+        metrics = train(
+            cfg,
+            resume=args.resume,
+            progress=not args.no_progress and distributed.current().is_main,
+            stop_after=args.stop_after_epoch,
+        )
+    except BaseException as e:  # every rank meets an agreed error: leave together
+        distributed.teardown(wait=getattr(e, "collective", False))
+        raise
+    distributed.teardown()
     return metrics
 
 
@@ -114,17 +120,47 @@ def print_error(message: str) -> None:
     sys.stderr.flush()
 
 
+def _reports(error: BaseException) -> bool:
+    """Whether this process prints ``error``: under torchrun an error every rank raised alike
+    (agreed on, handed from rank 0, or met before the ranks joined) is printed by rank 0 only."""
+    d = distributed.torchrun_rank()
+    if d is None or d[0] == 0:
+        return True
+    collective = getattr(error, "collective", False) or not distributed.joined()
+    return not (collective or isinstance(error, KeyboardInterrupt))
+
+
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run ``main``; RlmixError -> one line on stderr and its exit code, unless ``--debug``."""
+    """Run ``main``; RlmixError -> one line on stderr and its exit code, unless ``--debug``.
+
+    A torchrun worker then leaves without the interpreter's teardown (``os._exit``, its output
+    flushed): the process group was left already, and gloo's threads can otherwise abort the
+    process while Python finalises."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        return main(argv)
+        code = main(argv)
     except RlmixError as e:
         if debug:
             traceback.print_exc()
-        print_error(str(e))
-        return e.exit_code
-    except KeyboardInterrupt:
-        print_error("interrupted")
-        return 130
+        if _reports(e):
+            print_error(str(e))
+        code = e.exit_code
+    except KeyboardInterrupt as e:
+        if _reports(e):
+            print_error("interrupted")
+        code = 130
+    except SystemExit as e:  # --help, or sys.exit from within
+        if distributed.torchrun_rank() is None:
+            raise
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        if distributed.torchrun_rank() is None:
+            raise
+        traceback.print_exc()
+        code = 1
+    if distributed.torchrun_rank() is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -49,6 +49,7 @@ class Dist:
 
 
 _CURRENT = Dist()
+_JOINED = False  # whether this process ever joined a process group (setup)
 
 
 def current() -> Dist:
@@ -58,6 +59,22 @@ def current() -> Dist:
 
 def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def torchrun_rank() -> tuple[int, int] | None:
+    """``(rank, world_size)`` of a torchrun worker of a world of several, else None."""
+    if not launched_by_torchrun():
+        return None
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except ValueError:
+        return None
+    return (rank, world) if world > 1 else None
+
+
+def joined() -> bool:
+    """Whether this process has joined a process group (errors before that are every rank's)."""
+    return _JOINED
 
 
 def setup(backend: str | None = None) -> Dist:
@@ -88,16 +105,38 @@ def setup(backend: str | None = None) -> Dist:
         device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+    global _JOINED
+    _JOINED = True
     _CURRENT = Dist(rank=rank, world_size=world, local_rank=local_rank, device=device)
     return _CURRENT
 
 
-def teardown() -> None:
-    """Leave the process group (if joined) once every rank has got here, so that no rank tears
-    its connections down while another still uses them."""
+def adopt() -> Dist:
+    """This process's :class:`Dist` in a process group that code outside rlmix initialised (a
+    user's own ``torch.distributed.init_process_group``, e.g. a DDP loop), so that rlmix's
+    collectives run in it; without one, the single-process :class:`Dist`."""
+    global _CURRENT
+    if _CURRENT.enabled or not dist.is_available() or not dist.is_initialized():
+        return _CURRENT
+    world = dist.get_world_size()
+    if world == 1:
+        return _CURRENT
+    device = torch.device("cpu")
+    if dist.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    _CURRENT = Dist(rank=dist.get_rank(), world_size=world, local_rank=local_rank, device=device)
+    return _CURRENT
+
+
+def teardown(wait: bool = True) -> None:
+    """Leave the process group (if joined); with ``wait``, once every rank has got here, so that
+    no rank tears its connections down while another still uses them (without: this rank
+    failed alone, and the others may never get here)."""
     global _CURRENT
     if dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
     _CURRENT = Dist()
 
@@ -153,6 +192,7 @@ def agree(error: BaseException | str | None) -> None:
         rank, (text, code) = failures[0]
         err = RankError(f"rank {rank}: {text}")
         err.exit_code = code
+        err.collective = True  # every rank raises it: rank 0 reports it
         raise err from (error if isinstance(error, BaseException) else None)
 
 
@@ -208,6 +248,7 @@ def on_main(fn: Callable[[], T]) -> T:
             outcome = (False, e)
     ok, value = broadcast_object(outcome)
     if not ok:
+        value.collective = True  # every rank raises rank 0's error: rank 0 reports it
         raise value
     return value
 
@@ -254,6 +295,7 @@ def scatter_interleaved(
 
 __all__ = [
     "Dist",
+    "adopt",
     "RankError",
     "agree",
     "all_gather_objects",
@@ -263,10 +305,12 @@ __all__ = [
     "broadcast_object",
     "current",
     "gather_interleaved",
+    "joined",
     "launched_by_torchrun",
     "on_main",
     "scatter_interleaved",
     "setup",
     "teardown",
     "together",
+    "torchrun_rank",
 ]

@@ -79,7 +79,7 @@ class Run:
         self.progress = progress
         self.is_main = distributed.current().is_main
         self.state = distributed.on_main(lambda: self._read(resume))
-        self.env = MixupEnv(cfg)
+        self.env = distributed.together(lambda: MixupEnv(cfg))  # data, model: every rank's
         if self.state is not None:
             self.env.load_state_dict(self.state["env"])
         self.trainer = self.env.trainer

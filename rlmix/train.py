@@ -21,6 +21,7 @@ from typing import Any
 
 import agents  # noqa: F401  (registers the frozen-agent policy "agent")
 from baselines import PolicyRunner, list_policies, make_policy, policy_mixer
+from rlmix import distributed
 from rlmix.cli import ArgumentParser, run_main, training_parser
 from rlmix.config import Config
 from rlmix.errors import ConfigError
@@ -83,11 +84,18 @@ def train_fixed(
     returns the metrics dict."""
     cfg = resolve_fixed_config(cfg, cfg.policy)
     run = Run(cfg, resume=resume, progress=progress)
+    policy = None
+
+    def build() -> None:  # on rank 0; an error (a frozen agent's file) reaches every rank
+        nonlocal policy
+        options = policy_options(cfg)
+        policy = make_policy(cfg.policy, run.venv.action_space, seed=cfg.seed, **options)
+        if run.resumed:
+            policy.load_state_dict(run.state["policy"])
+
+    distributed.on_main(build)
     if not run.is_main:
         return run.follow()
-    policy = make_policy(cfg.policy, run.venv.action_space, seed=cfg.seed, **policy_options(cfg))
-    if run.resumed:
-        policy.load_state_dict(run.state["policy"])
     runner = PolicyRunner(policy, run.venv, logger=run.log.sb3_logger())
     return run.drive(
         runner,

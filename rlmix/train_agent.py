@@ -24,7 +24,8 @@ from typing import Any
 
 from agents.ppo import make_ppo
 from agents.serialize import agent_state, restore_ppo, write_agent
-from envs.rewards import reward_for
+from envs.rewards import list_rewards, reward_for
+from rlmix import distributed
 from rlmix.cli import ArgumentParser, run_main, training_parser
 from rlmix.config import Config
 from rlmix.errors import ConfigError
@@ -37,9 +38,8 @@ def build_parser() -> ArgumentParser:
         "RL-Mix: train a PPO agent (Stable-Baselines3) that chooses, per image, the saliency "
         "percentile at which R-Mix splits it, while the classifier trains. With no arguments it "
         "runs the embedded default (generated shapes dataset, small ResNet).",
-        "reward name (env.reward): grad_cosine (paper), grad_cosine_mean (per image), "
-        "val_loss_drop (needs data.val_size), loss_drop, test_acc_gain, probe_rank, or "
-        "module:function",
+        "reward (env.reward; the embedded default's is teach, the paper's grad_cosine): "
+        f"{', '.join(list_rewards())}, or module:function (docs/environment.md)",
     )
 
 
@@ -84,11 +84,17 @@ def train_agent(
         bootstrap=cfg.agent.gamma > 0,
         difference_reward=cfg.agent.baseline == "counterfactual",
     )
+    model = None
+
+    def build() -> None:  # on rank 0; an error (a mismatched checkpoint) reaches every rank
+        nonlocal model
+        model = make_ppo(run.venv, cfg)
+        if run.resumed:
+            restore_ppo(model, _agent_entry(run), f"checkpoint '{run.out / 'checkpoint.pt'}'")
+
+    distributed.on_main(build)
     if not run.is_main:
         return run.follow()
-    model = make_ppo(run.venv, cfg)
-    if run.resumed:
-        restore_ppo(model, _agent_entry(run), f"checkpoint '{run.out / 'checkpoint.pt'}'")
     model.set_logger(run.log.sb3_logger())
     return run.drive(
         model,

@@ -6,6 +6,7 @@ Scenarios:
                    the observation gather / action scatter of DistributedMixupEnv; each rank
                    writes OUT/checks_<rank>.pt.
   agent OUT ARGS   ``rlmix.train_agent`` with ARGS, where every rank but 0 refuses to build PPO.
+  learned OUT DATA a DDP loop with agents.LearnedMix; each rank writes OUT/learned_<rank>.pt.
 """
 
 from __future__ import annotations
@@ -113,6 +114,59 @@ def checks(out: Path, data_root: str) -> None:
     distributed.teardown()
 
 
+def learned(out: Path, data_root: str) -> None:
+    """A user's DDP loop with :class:`agents.LearnedMix` (partner-aware ``teach``): each rank
+    records the policy's weights after every PPO update and its per-epoch rows."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from agents import LearnedMix
+    from rlmix.data.pipeline import build_loaders
+    from rlmix.losses import soft_ce
+    from rlmix.models import create_model
+    from rlmix.optim import build_optimizer
+
+    d = distributed.setup()
+    cfg = load_config(
+        {
+            **TINY,
+            "data": {**TINY["data"], "root": data_root},
+            "trainer": {"epochs": 2, "batch_size": 50},
+            "env": {"reward": "teach", "partner_first": True, "counterfactual_every": 2},
+            "agent": {"n_steps": 4, "batch_size": 100, "n_epochs": 2},
+        }
+    )
+    loaders = build_loaders(
+        cfg.data, batch_size=50, seed=0, device=torch.device("cpu"), rank=d.rank, world_size=2
+    )
+    torch.manual_seed(0)
+    model = create_model("resnet_tiny", 10, image_size=32)
+    net = DistributedDataParallel(model)
+    steps = len(loaders.train)
+    optimizer, scheduler = build_optimizer(model, cfg.trainer, 2 * steps)
+    mix = LearnedMix(
+        10, config=cfg, steps_per_epoch=steps, total_steps=2 * steps, optimizer=optimizer
+    )
+    snapshots, shapes = [], []
+    for epoch in range(2):
+        loaders.train.set_epoch(epoch)
+        for x, y in loaders.train:
+            x_mix, y_mix = mix(net, x, y)
+            shapes.append(tuple(x_mix.shape))
+            logits = net(x_mix)
+            loss = soft_ce(logits, y_mix)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            updates = mix.ppo._n_updates
+            mix.observe(logits)
+            if mix.ppo._n_updates != updates:
+                snapshots.append({k: v.clone() for k, v in mix.ppo.policy.state_dict().items()})
+    result = {"snapshots": snapshots, "history": mix.history, "shapes": shapes, "rank": d.rank}
+    torch.save(result, out / f"learned_{d.rank}.pt")
+    distributed.teardown()
+
+
 def agent(argv: list[str]) -> int:
     distributed.setup()
     if not distributed.current().is_main:
@@ -132,5 +186,7 @@ if __name__ == "__main__":
         checks(out, sys.argv[3])
     elif scenario == "agent":
         raise SystemExit(agent(sys.argv[3:]))
+    elif scenario == "learned":
+        learned(out, sys.argv[3])
     else:
         raise SystemExit(f"unknown scenario {scenario}")

@@ -139,8 +139,8 @@ def test_agent_on_two_ranks_resumes_on_one(tiny_cli_args, tmp_path):
 
 
 def test_an_error_on_one_rank_ends_every_rank_with_the_same_line(data_root, tmp_path):
-    """A reward that raises on rank 1 only: both ranks stop at that step with the same one-line
-    error and exit 1, within seconds, instead of rank 0 waiting for rank 1 forever."""
+    """A reward that raises on rank 1 only: both ranks stop at that step, exit 1 within
+    seconds instead of rank 0 waiting for rank 1 forever, and rank 0 prints the one line."""
     import time
 
     args = [
@@ -156,5 +156,99 @@ def test_an_error_on_one_rank_ends_every_rank_with_the_same_line(data_root, tmp_
         "rank 1's reward server went away"
     )
     lines = [line for line in proc.stderr.splitlines() if line.endswith(expected)]
-    assert len(lines) == 2, proc.stderr[-3000:]  # rank 0 and rank 1
+    assert len(lines) == 1, proc.stderr[-3000:]  # agreed on: rank 0 reports it for both
     assert "Traceback" not in proc.stderr.split("ChildFailedError")[0].split(expected)[0]
+
+
+def test_learned_mix_under_ddp_holds_one_policy_on_every_rank(data_root, tmp_path):
+    """A user's DDP loop with LearnedMix: each rank mixes its own shard (25 of the global 50),
+    the policy acts on and learns from the global batch, and both ranks hold bit-identical
+    weights after every PPO update."""
+    torchrun(str(ROOT / "tests" / "dist_worker.py"), "learned", str(tmp_path), data_root)
+    ranks = [torch.load(tmp_path / f"learned_{r}.pt", weights_only=False) for r in range(2)]
+    a, b = ranks
+    assert set(a["shapes"]) == set(b["shapes"]) == {(25, 3, 32, 32)}
+    assert len(a["snapshots"]) == len(b["snapshots"]) == 4  # 2 rollouts an epoch, 2 epochs
+    for before, after in zip(a["snapshots"], a["snapshots"][1:], strict=False):
+        assert any(not torch.equal(before[k], after[k]) for k in before)  # it learns
+    for one, two in zip(a["snapshots"], b["snapshots"], strict=True):
+        assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    assert a["history"] == b["history"] and len(a["history"]) == 2
+    assert sum(a["history"][0]["q_hist"]) == 8 * 50  # decisions of the global batch
+
+
+def test_partner_aware_agent_on_two_ranks_equals_one_process_with_block_diagonal_partners(
+    data_root, tmp_path, monkeypatch
+):
+    """The default's partner-aware agent under torchrun: partners are drawn within each rank's
+    shard and every slot sees its own. With a model without BatchNorm (so that shards and the
+    whole batch are normalised alike), the two-rank run equals one process handed the same
+    block-diagonal draws (each half of the batch paired within itself, with the permutation
+    each rank draws), up to float rounding."""
+    import dataclasses
+
+    from rlmix.mixing import RMix
+
+    args = [
+        "--epochs", "1", "--no-progress", "--set", f"data.root={data_root}",
+        "--set", "data.options={train_size: 100, test_size: 100}", "--set", "data.val_size=0",
+        "--set", "trainer.batch_size=50", "--set", "model.name=tests.user_model_fixtures:conv_head",
+        "--set", "env.partner_first=true", "--set", "env.eval_fgsm=false",
+        "--set", "agent.n_steps=2", "--set", "agent.batch_size=50",
+    ]  # fmt: skip
+    torchrun("-m", "rlmix.train_agent", *args, "--out", str(tmp_path / "two"))
+    sample = RMix.sample
+
+    def block_diagonal(self, x, generator=None):
+        half = sample(self, x[0::2], generator)  # what each rank draws for its shard
+        perm = torch.empty(x.shape[0], dtype=torch.long)
+        for r in range(2):
+            perm[r::2] = r + 2 * half.perm
+        return dataclasses.replace(half, perm=perm)
+
+    monkeypatch.setattr(RMix, "sample", block_diagonal)
+    assert run_main(train_agent_main, [*args, "--out", str(tmp_path / "one")]) == 0
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    (row1,), (row2,) = one["epochs"], two["epochs"]
+    assert row1["q_hist"] == row2["q_hist"]  # the same decisions
+    for key in ("train_loss", "policy_entropy_frac", "policy_expected_q", "top1", "nll"):
+        assert row1[key] == pytest.approx(row2[key], rel=1e-4), key
+    # teach is a difference of two cross-entropies (~2.4 each): their rounding, not theirs alone
+    assert row1["reward"] == pytest.approx(row2["reward"], abs=1e-4 * row1["train_loss"])
+    # (the same-batch counterfactual draws its random top-k per rank: its gain differs)
+    # the learned policies act alike on the same slots
+    from agents.serialize import load_policy
+
+    policies = [load_policy(tmp_path / d / "agent.zip")[0] for d in ("one", "two")]
+    space = policies[0].observation_space
+    space.seed(0)
+    slots = [space.sample() for _ in range(200)]
+    obs = {k: torch.as_tensor(np.stack([o[k] for o in slots])) for k in slots[0]}
+    with torch.no_grad():
+        p1, p2 = (p.action_probs(obs) for p in policies)
+    assert (p1 - p2).abs().max() < 1e-5  # measured: 1.4e-6
+    assert (p1 - 0.1).abs().max() > 1e-2  # and it learned something (measured: 0.028)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--set", "mix.k=1"], "error: config key 'mix.k' must be >= 2 (got 1)"),
+        (["--policy", "agent", "--set", "frozen_agent.path={tmp}/none.zip"],
+         "error: agent file '{tmp}/none.zip' does not exist"),
+        (["--policy", "agent", "--set", "frozen_agent.path={tmp}"], "error: agent file '{tmp}'"),
+    ],
+)  # fmt: skip
+def test_an_error_every_rank_meets_is_printed_once(argv, expected, data_root, tmp_path):
+    """A usage error (every rank parses the same arguments) or one rank 0 meets and hands on
+    (a frozen agent's file) is one line from rank 0, with no traceback from the other rank."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    args = [*fixed_args(data_root, tmp_path / "run"), *argv]
+    proc = torchrun("-m", "rlmix.train", *args, timeout=120, check=False)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert lines == [lines[0]] and lines[0].startswith(expected.replace("{tmp}", str(tmp_path)))
+    # torchrun then reports the failed workers with a traceback of its own (torch/distributed)
+    frames = [line for line in proc.stderr.splitlines() if line.lstrip().startswith("File ")]
+    assert not [f for f in frames if "rlmix" in f or "gloo" in f], proc.stderr[-3000:]
+    assert "Connection closed" not in proc.stderr
