@@ -30,8 +30,8 @@ from stable_baselines3 import PPO
 from agents.policy import PerImagePolicy
 from envs.spaces import CONTEXT, has_partner, slot_spaces
 from rlmix import __version__
-from rlmix.checkpoints import atomic_write
 from rlmix.errors import ConfigError
+from rlmix.io import atomic_write
 
 FORMAT = "rlmix-agent"
 FORMAT_VERSION = 1

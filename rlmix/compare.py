@@ -47,10 +47,10 @@ from tqdm.auto import tqdm
 
 from baselines import list_policies, policy_mixer
 from envs.rewards import reward_for
-from rlmix.checkpoints import atomic_write_text, check_writable
 from rlmix.cli import ArgumentParser, add_config_args, overrides_from_args, run_main
 from rlmix.config import MAX_SEED, Config, load_config
 from rlmix.errors import ConfigError
+from rlmix.io import atomic_write_text, check_writable
 from rlmix.launch import LAUNCHERS, run_jobs
 from rlmix.plots import plot_curves
 from rlmix.stats import PairedDifference, holm_paired, mean_interval, mean_std, paired_difference

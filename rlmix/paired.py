@@ -20,9 +20,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlmix.checkpoints import atomic_write_text, config_difference
+from rlmix.checkpoints import config_difference
 from rlmix.cli import ArgumentParser, run_main
 from rlmix.errors import ConfigError
+from rlmix.io import atomic_write_text
 from rlmix.plots import plot_differences
 from rlmix.stats import PairedDifference, holm_paired, paired_difference
 from rlmix.study import csv_text

@@ -31,10 +31,11 @@ from agents.callbacks import (
 )
 from envs import DistributedMixupEnv, ImageSlotVecEnv, MixupEnv, follow
 from rlmix import distributed
-from rlmix.checkpoints import check_writable, load_checkpoint, save_checkpoint
+from rlmix.checkpoints import load_checkpoint, save_checkpoint
 from rlmix.cli import overrides_from_args, run_training
 from rlmix.config import Config, load_config, save_config
 from rlmix.errors import ConfigError, RlmixError
+from rlmix.io import check_writable
 from rlmix.plots import plot_curves
 from rlmix.runlog import RunLog
 from rlmix.seeding import numpy_rng_state, set_numpy_rng_state

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlmix.checkpoints import atomic_write_json, config_difference
+from rlmix.checkpoints import config_difference
 from rlmix.config import Config, leaf_keys, load_config
 from rlmix.errors import ConfigError
+from rlmix.io import atomic_write_json
 
 MANIFEST = "study.json"
 # (key in the final metrics, column title, scale)
