@@ -14,10 +14,8 @@ study into the same directory is refused.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -30,6 +28,8 @@ from rlmix.errors import ConfigError
 from rlmix.io import atomic_write_json
 
 MANIFEST = "study.json"
+HELD_OUT = "held-out"  # label suffix of the reference run on the agents' training set
+SEARCH = "search"  # label suffix of a transfer arm's search run
 # (key in the final metrics, column title, scale)
 METRICS = [
     ("top1", "top-1 (%)", 100.0),
@@ -329,27 +329,16 @@ def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
     )
 
 
-def csv_text(rows: list[dict[str, Any]]) -> str:
-    """``rows`` as CSV text, the columns in order of first appearance."""
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 __all__ = [
+    "HELD_OUT",
     "MANIFEST",
     "METRICS",
+    "SEARCH",
     "STUDY_KEYS",
     "AgentSpec",
     "ArmSpec",
     "Job",
     "Result",
-    "csv_text",
     "job_config",
     "manifest",
     "open_study",

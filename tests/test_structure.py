@@ -81,3 +81,7 @@ def test_layers_point_one_way(package, above):
         if d.split(".")[0] in above
     )  # fmt: skip
     assert not wrong
+
+
+def test_report_renders_without_the_commands():
+    assert not GRAPH["rlmix.report"] & {"rlmix.compare", "rlmix.paired"}
