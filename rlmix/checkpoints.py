@@ -33,7 +33,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         RlmixError: a tensor in ``state`` holds NaN or inf (diverged weights or optimiser
             state); the previous checkpoint is left as it was.
     """
-    bad = _first_non_finite(state)
+    bad = first_non_finite(state)
     if bad is not None:
         history = state.get("history") or [{}]
         epoch = history[-1].get("epoch") if isinstance(history[-1], dict) else None
@@ -46,7 +46,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def _first_non_finite(obj: Any, key: str = "") -> str | None:
+def first_non_finite(obj: Any, key: str = "") -> str | None:
     """The dotted key of the first floating tensor with a NaN or inf in ``obj``, or None."""
     if isinstance(obj, torch.Tensor):
         if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
@@ -59,7 +59,7 @@ def _first_non_finite(obj: Any, key: str = "") -> str | None:
     else:
         return None
     for k, v in items:
-        found = _first_non_finite(v, f"{key}.{k}" if key else str(k))
+        found = first_non_finite(v, f"{key}.{k}" if key else str(k))
         if found is not None:
             return found
     return None
@@ -149,6 +149,7 @@ __all__ = [
     "atomic_write_text",
     "check_writable",
     "config_difference",
+    "first_non_finite",
     "load_checkpoint",
     "save_checkpoint",
 ]

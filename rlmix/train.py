@@ -87,7 +87,7 @@ def train_fixed(
         return run.follow()
     policy = make_policy(cfg.policy, run.venv.action_space, seed=cfg.seed, **policy_options(cfg))
     if run.resumed:
-        policy.load_state_dict(run.state["policy"])
+        run.restore("policy", policy.load_state_dict)
     runner = PolicyRunner(policy, run.venv, logger=run.log.sb3_logger())
     return run.drive(
         runner,
