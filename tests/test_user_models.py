@@ -358,6 +358,33 @@ def test_timm_pretrained_offline_fails_with_one_line(tiny_cli_args, tmp_path):
     assert len(lines) == 1, proc.stderr
     assert re.fullmatch(
         rf"error: model '{TIMM}' raised \w+: .+ \(pretrained weights need a network or a local "
-        r"cache of them\)",
+        r"cache of them; the Hugging Face hub is out of reach: HF_HUB_OFFLINE is set\)",
         lines[0],
     ), lines[0]
+
+
+@needs_timm
+def test_timm_pretrained_without_a_network_fails_at_once(tmp_path, monkeypatch, capfd):
+    """Not marked offline and no network: one connection attempt finds it out and the weights
+    are looked for in the cache only, without the hub client's retries."""
+    import huggingface_hub.constants
+
+    from rlmix import hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # empty
+
+    def no_network(address, timeout=None, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(hub.socket, "create_connection", no_network)
+    with pytest.raises(
+        ConfigError,
+        match=rf"^model '{TIMM}' raised \w+: .+ \(pretrained weights need a network or a local "
+        r"cache of them; the Hugging Face hub is out of reach: cannot reach huggingface.co: "
+        r"Network is unreachable\)$",
+    ):
+        create_model(TIMM, 10, pretrained=True)
+    captured = capfd.readouterr()
+    assert "Retry" not in captured.out + captured.err
+    assert not huggingface_hub.constants.HF_HUB_OFFLINE

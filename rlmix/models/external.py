@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from rlmix.errors import ConfigError
+from rlmix.hub import offline, unreachable
 from rlmix.models.base import register_pixel_stats
 
 TIMM_PREFIX = "timm/"
@@ -140,14 +141,17 @@ def build_external(
     kwargs = dict(options)
     if timm_model or _takes_in_chans(fn):
         kwargs["in_chans"] = in_chans
+    # timm's weights come from the Hugging Face hub: checked first, as offline its client
+    # retries for a minute; out of reach, only the local cache is read
+    away = unreachable() if timm_model and options.get("pretrained") else None
     try:
-        net = fn(num_classes=num_classes, **kwargs)
+        with offline(away is not None):
+            net = fn(num_classes=num_classes, **kwargs)
     except Exception as e:
-        hint = (
-            " (pretrained weights need a network or a local cache of them)"
-            if options.get("pretrained")
-            else ""
-        )
+        hint = ""
+        if options.get("pretrained"):
+            reach = f"; the Hugging Face hub is out of reach: {away}" if away else ""
+            hint = f" (pretrained weights need a network or a local cache of them{reach})"
         raise ConfigError(f"model '{name}' raised {_describe(e)}{hint}") from e
     if not isinstance(net, nn.Module):
         raise ConfigError(f"model '{name}' must return a torch.nn.Module, got {type(net).__name__}")
