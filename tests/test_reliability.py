@@ -84,6 +84,8 @@ CASES = [
     (TRAINING, ["--reward", "tests.reward_fixtures:nan_per_image"], 1,
      "reward 'tests.reward_fixtures:nan_per_image' is nan at epoch 1, step 1; stopping"),
     (TRAINING, ["--reward", "tests.no_such_module:f"], 2, "cannot import reward 'tests.no_such_module:f'"),
+    (TRAINING, ["--reward", "tests.broken_reward_module:f"], 2,
+     "config key 'env.reward': cannot import reward 'tests.broken_reward_module:f': importing raised RuntimeError: the reward server is down"),
     (TRAINING, ["--reward", "val_loss_drop"], 2, "reward 'val_loss_drop' needs a held-out split: set data.val_size"),
     (TRAINING, ["--set", "env.log_rewards=[bogus]"], 2, "config key 'env.log_rewards': unknown reward 'bogus'"),
     (ALL, ["--set", "data.name=imagefolder", "--set", "data.root={tmp}/folder", "--set", "data.options={}"], 2,
