@@ -196,6 +196,21 @@ def test_multiline_message_is_joined(capsys):
     assert capsys.readouterr().err == "error: first line second line\n"
 
 
+def test_escape_codes_never_reach_the_error_line(capsys):
+    """A message quoting a library's coloured hint, or a name with an ESC in it, prints as plain
+    text: no colour, cursor, title or reset sequence, no other control character."""
+
+    def main(argv):
+        raise ConfigError(
+            "model 'x' raised OSError: \x1b[31mno weights\x1b[0m; \x1b]0;title\x07try "
+            "\x1b[1mpython -m rlmix.convert\x1b[22m\tagain\x1bc\x07\x9b"
+        )
+
+    assert run_main(main, []) == 2
+    err = capsys.readouterr().err
+    assert err == "error: model 'x' raised OSError: no weights; try python -m rlmix.convert again\n"
+
+
 def test_real_subprocesses_print_one_line_without_traceback(bad_files, data_root):
     tmp = bad_files
     env = {
