@@ -24,7 +24,7 @@ from typing import Any
 
 from rlmix.checkpoints import config_difference
 from rlmix.config import Config, leaf_keys, load_config
-from rlmix.errors import ConfigError
+from rlmix.errors import ConfigError, RlmixError
 from rlmix.io import atomic_write_json
 
 MANIFEST = "study.json"
@@ -248,10 +248,40 @@ def state_of(job: Job) -> str:
     return "partial" if (job.out / "checkpoint.pt").is_file() else "new"
 
 
+def _run_file(job: Job, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object ``name`` of a finished run, holding ``keys``.
+
+    Raises:
+        RlmixError: it is missing, unreadable or lacks a key (one line naming the run and the
+            file: a run is read back only when its ``metrics.json`` says it finished).
+    """
+    path = job.out / name
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        problem = "is missing"
+    except (OSError, ValueError) as e:
+        problem = f"is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    else:
+        missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+        if not missing:
+            return data
+        problem = f"lacks '{missing[0]}'"
+    raise RlmixError(
+        f"run {job.label} seed {job.seed} cannot be read back: its {name} {problem} "
+        f"(its metrics.json says it finished); remove '{job.out}' and run the study again to "
+        "redo that run"
+    )
+
+
 def read_result(job: Job) -> Result:
-    """The :class:`Result` of a finished run, from its files."""
-    metrics = json.loads((job.out / "metrics.json").read_text())
-    timings = json.loads((job.out / "timings.json").read_text())["epoch_time_s"]
+    """The :class:`Result` of a finished run, from its ``metrics.json`` and ``timings.json``.
+
+    Raises:
+        RlmixError: one of them is missing, unreadable or incomplete.
+    """
+    metrics = _run_file(job, "metrics.json", ("final", "epochs"))
+    timings = _run_file(job, "timings.json", ("epoch_time_s",))["epoch_time_s"]
     data = {k: int(metrics[k]) for k in ("train_images", "held_out_images") if k in metrics}
     return Result(
         job.label,

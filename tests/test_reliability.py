@@ -271,6 +271,44 @@ def test_unreadable_config(tmp_path, monkeypatch):
         load_config(path)
 
 
+# -- a study's finished runs are read back, or named -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timings", "metrics", "problem"),
+    [
+        (None, {}, "its timings.json is missing"),
+        ("{not json", {}, "its timings.json is unreadable (Expecting property name"),
+        ('{"epoch_time_s": [1.0]}', {"final": ...}, "its metrics.json lacks 'final'"),
+    ],
+)
+def test_a_finished_run_with_a_missing_file_is_named(
+    timings, metrics, problem, tiny_config, tmp_path
+):
+    """``metrics.json`` says the run finished, so a study reads it back instead of training it:
+    a missing or damaged file is one line naming the run, the file and what to do."""
+    import json
+
+    from rlmix.study import Job, run_job
+
+    job = Job("rmix", "rmix", 0, tiny_config(out=str(tmp_path / "rmix" / "seed0"), epochs=1))
+    job.out.mkdir(parents=True)
+    saved = {"policy": "rmix", "seed": 0, "final": {"top1": 0.5}, "epochs": [{"epoch": 1}]}
+    saved.update(metrics)
+    (job.out / "metrics.json").write_text(
+        json.dumps({k: v for k, v in saved.items() if v is not ...})
+    )
+    if timings is not None:
+        (job.out / "timings.json").write_text(timings)
+    with pytest.raises(
+        RlmixError,
+        match=rf"^run rmix seed 0 cannot be read back: {re.escape(problem)}.* \(its metrics.json "
+        rf"says it finished\); remove '{re.escape(str(job.out))}' and run the study again",
+    ):
+        run_job(job)
+    assert not (job.out / "checkpoint.pt").exists()  # read back, not trained
+
+
 # -- checkpoints: versions, non-finite state, write errors --------------------------------------
 
 
