@@ -14,6 +14,11 @@ Loading rebuilds the network (:class:`agents.policy.PerImagePolicy`) or the PPO 
 ever unpickled. A Stable-Baselines3 zip (rlmix < 0.2), a checkpoint that embeds one, or a file
 whose JSON carries serialized objects is refused with one line that names the conversion
 command for a trusted file: ``python -m rlmix.convert PATH --trust``.
+
+Before anything is built, every setting's presence, type and range is checked (:data:`SPEC`)
+and the sizes the settings declare against the shapes of the stored tensors
+(:func:`check_weights`), so an edited or damaged file is one line naming the setting, never a
+traceback or an allocation sized by a number in a small file.
 """
 
 from __future__ import annotations
