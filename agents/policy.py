@@ -31,7 +31,9 @@ from torch import nn
 
 from envs.spaces import CONTEXT, check_slot_spaces, has_partner
 
-__all__ = ["PerImagePolicy", "SlotExtractor", "logits_summary"]
+__all__ = ["TOP_PROBS", "PerImagePolicy", "SlotExtractor", "logits_summary", "slot_features"]
+
+TOP_PROBS = 3  # the largest softmax probabilities in the logits summary
 
 
 def _symlog(x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +41,7 @@ def _symlog(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.log1p(x.abs())
 
 
-def logits_summary(logits: torch.Tensor, top_probs: int = 3) -> torch.Tensor:
+def logits_summary(logits: torch.Tensor, top_probs: int = TOP_PROBS) -> torch.Tensor:
     """A fixed-size, class-order- and class-count-independent summary of each image's logits.
 
     Args:
@@ -67,6 +69,14 @@ def logits_summary(logits: torch.Tensor, top_probs: int = 3) -> torch.Tensor:
     return torch.cat([probs, entropy, _symlog(margin), _symlog(top[..., :1]), _symlog(lse)], -1)
 
 
+def slot_features(grid: int, partner: bool, top_probs: int = TOP_PROBS) -> int:
+    """The width of one slot's input to :class:`SlotExtractor` (its first linear layer's
+    ``in_features``): the ``grid x grid`` saliency, the logits summary and the context, and with
+    ``partner`` the partner's saliency and summary and ``mix``."""
+    image = grid * grid + top_probs + 4
+    return image + len(CONTEXT) + (image + 2 if partner else 0)
+
+
 class SlotExtractor(BaseFeaturesExtractor):
     """Embed one image slot: ``[log1p(g*g * saliency), logits_summary(logits), context]`` -> MLP.
 
@@ -85,7 +95,7 @@ class SlotExtractor(BaseFeaturesExtractor):
         observation_space: spaces.Dict,
         embed_dim: int = 64,
         activation_fn: type[nn.Module] = nn.Tanh,
-        top_probs: int = 3,
+        top_probs: int = TOP_PROBS,
     ) -> None:
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
@@ -95,10 +105,8 @@ class SlotExtractor(BaseFeaturesExtractor):
         self.grid = observation_space["saliency"].shape[-1]
         self.top_probs = top_probs
         self.partner = has_partner(observation_space)
-        image_dim = self.grid * self.grid + top_probs + 4
-        in_dim = image_dim + len(CONTEXT) + (image_dim + 2 if self.partner else 0)
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim, embed_dim),
+            nn.Linear(slot_features(self.grid, self.partner, top_probs), embed_dim),
             activation_fn(),
             nn.Linear(embed_dim, embed_dim),
             activation_fn(),

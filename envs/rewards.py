@@ -316,7 +316,12 @@ def list_rewards() -> list[str]:
 
 
 def get_reward(name: str) -> Reward:
-    """Look up a reward by registered name or ``module:function`` path."""
+    """Look up a reward by registered name or ``module:function`` path.
+
+    Raises:
+        ValueError: an unknown name, or a ``module:function`` that cannot be imported (whatever
+            its module raises), is missing or is not callable; the message names the reward.
+    """
     if name in REWARDS:
         return REWARDS.get(name)
     if ":" in name:
@@ -325,6 +330,10 @@ def get_reward(name: str) -> Reward:
             fn = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
             raise ValueError(f"cannot import reward '{name}': {e}") from e
+        except Exception as e:  # the module itself raised while it was imported
+            text = str(e).strip().splitlines()
+            raised = f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+            raise ValueError(f"cannot import reward '{name}': importing raised {raised}") from e
         if not callable(fn):
             raise ValueError(f"reward '{name}' is not callable")
         reward = getattr(fn, "reward", None)

@@ -1,64 +1,29 @@
-"""Atomic file writes and safe checkpoint loading.
+"""Checkpoints: saved atomically, loaded safely.
 
-Every file rlmix writes (checkpoints, metrics, configs, tables) goes through a temporary file in
-the same directory followed by ``os.replace``, so a run killed mid-write leaves the previous file
-intact. Checkpoints load with ``torch.load(..., weights_only=True)`` and are refused when their
-format, rlmix version (major.minor) or config differ from the running ones. An RL-Mix checkpoint
+A checkpoint is written through :func:`rlmix.io.atomic_write` (a temporary file, then
+``os.replace``), so a run killed mid-write leaves the previous one intact; the atomic writers of
+:mod:`rlmix.io` are re-exported here for existing callers. Checkpoints load with
+``torch.load(..., weights_only=True)`` and are refused when their format, rlmix version
+(major.minor) or config differ from the running ones. An RL-Mix checkpoint
 holds the agent as JSON settings and tensors too (:mod:`agents.serialize`): nothing in a
 checkpoint is unpickled.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rlmix import __version__
+from rlmix.config import Config
 from rlmix.errors import ConfigError, RlmixError
+from rlmix.io import atomic_write, atomic_write_json, atomic_write_text, check_writable
 
 CHECKPOINT_FORMAT = 2  # 2: the agent as JSON settings and tensors (1: an SB3 zip's bytes)
 READABLE_FORMATS = (1, 2)  # a format-1 agent is refused where it would be unpickled
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it into place."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise ConfigError(f"cannot write to '{path.parent}': {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):  # disk full, quota, I/O error: the previous file is intact
-            raise RlmixError(
-                f"cannot write '{path}': {e.strerror or e}; the previous file is kept"
-            ) from e
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 text atomically."""
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -68,7 +33,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         RlmixError: a tensor in ``state`` holds NaN or inf (diverged weights or optimiser
             state); the previous checkpoint is left as it was.
     """
-    bad = _first_non_finite(state)
+    bad = first_non_finite(state)
     if bad is not None:
         history = state.get("history") or [{}]
         epoch = history[-1].get("epoch") if isinstance(history[-1], dict) else None
@@ -81,7 +46,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def _first_non_finite(obj: Any, key: str = "") -> str | None:
+def first_non_finite(obj: Any, key: str = "") -> str | None:
     """The dotted key of the first floating tensor with a NaN or inf in ``obj``, or None."""
     if isinstance(obj, torch.Tensor):
         if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
@@ -94,7 +59,7 @@ def _first_non_finite(obj: Any, key: str = "") -> str | None:
     else:
         return None
     for k, v in items:
-        found = _first_non_finite(v, f"{key}.{k}" if key else str(k))
+        found = first_non_finite(v, f"{key}.{k}" if key else str(k))
         if found is not None:
             return found
     return None
@@ -156,8 +121,6 @@ _RESUMABLE_KEYS = {"out"}
 def config_difference(saved: dict, current: dict, *, there: str = "in the checkpoint") -> str:
     """Describe the first differing key between two config dicts, ignoring resumable keys. A
     key the saved config lacks (written by an older rlmix) counts as its default."""
-    from rlmix.config import Config  # config imports this module's writers lazily too
-
     defaults = _flatten(Config().to_dict())
     flat_a, flat_b = _flatten(saved), _flatten(current)
     for key in sorted(set(flat_a) | set(flat_b)):
@@ -180,26 +143,13 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_writable(directory: str | os.PathLike) -> Path:
-    """Create ``directory`` if needed and make sure files can be written there."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as e:
-        raise ConfigError(
-            f"output directory '{directory}' is not writable: {e.strerror or e}"
-        ) from e
-    return directory
-
-
 __all__ = [
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
     "check_writable",
     "config_difference",
+    "first_non_finite",
     "load_checkpoint",
     "save_checkpoint",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -108,9 +109,22 @@ def training_parser(prog: str, description: str, reward_help: str) -> ArgumentPa
     return p
 
 
+# Terminal escape sequences (colours, cursor moves, titles) and the other control characters: a
+# message quoting a library's coloured hint, or a path or name with an ESC in it, would
+# otherwise drive the terminal. Tabs and line breaks are whitespace and are joined as such.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[0-~]?"  # other two-character escapes (ESC c resets), a lone ESC
+    r"|[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]"  # other control characters
+)
+
+
 def one_line(message: str) -> str:
-    """``message`` with its lines joined, so that an error is always one line on stderr."""
-    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+    """``message`` with its lines joined and terminal escape sequences and control characters
+    removed, so that an error is always one plain line on stderr."""
+    plain = _ESCAPES.sub("", message).replace("\t", " ")
+    return " ".join(line.strip() for line in plain.splitlines() if line.strip())
 
 
 def print_error(message: str) -> None:

@@ -30,7 +30,8 @@ command again (or add ``--resume``) after an interruption and finished runs are 
 interrupted ones resume from their last checkpoint. A different study in the same directory is
 refused.
 
-Writes under ``--out``: ``results.md`` (the tables), ``runs.csv`` (one row per policy and seed),
+Writes under ``--out`` (rendered by :mod:`rlmix.report`): ``results.md`` (the tables), ``runs.csv``
+(one row per policy and seed),
 ``summary.csv`` (one row per policy), ``accuracy.png`` and ``ece.png`` (mean over seeds with a
 ± std band), ``entropy.png`` and ``gain.png`` (the agents' policy entropy and same-batch gain).
 """
@@ -47,20 +48,21 @@ from tqdm.auto import tqdm
 
 from baselines import list_policies, policy_mixer
 from envs.rewards import reward_for
-from rlmix.checkpoints import atomic_write_text, check_writable
 from rlmix.cli import ArgumentParser, add_config_args, overrides_from_args, run_main
 from rlmix.config import MAX_SEED, Config, load_config
 from rlmix.errors import ConfigError
+from rlmix.io import atomic_write_text, check_writable
 from rlmix.launch import LAUNCHERS, run_jobs
 from rlmix.plots import plot_curves
-from rlmix.stats import PairedDifference, holm_paired, mean_interval, mean_std, paired_difference
+from rlmix.report import PAIRED, runs_csv, summary_csv, to_markdown
+from rlmix.stats import holm_paired, mean_interval, mean_std, paired_difference
 from rlmix.study import (
-    METRICS,
+    HELD_OUT,
+    SEARCH,
     AgentSpec,
     ArmSpec,
     Job,
     Result,
-    csv_text,
     job_config,
     manifest,
     open_study,
@@ -71,9 +73,6 @@ from rlmix.study import (
 
 FIXED = [p for p in list_policies() if p != "agent"]  # "agent" here is the learning agent
 POLICIES = ["agent", *FIXED]
-HELD_OUT = "held-out"  # label suffix of the reference run on the agents' training set
-SEARCH = "search"  # label suffix of a transfer arm's search run
-PAIRED = ("top1", "ece")  # metrics whose paired difference to the reference is tabulated
 
 
 def build_parser() -> ArgumentParser:
@@ -415,166 +414,6 @@ def _paired(
             row[f"{key}{suffix}"] = paired_difference(
                 [r.values[key] for r in paired], [base[r.seed][key] for r in paired], confidence
             )
-
-
-def _cell(mean_sd: tuple[float, float], digits: int = 2) -> str:
-    return f"{mean_sd[0]:.{digits}f} ± {mean_sd[1]:.{digits}f}"
-
-
-def _diff_cell(d: PairedDifference | None, digits: int = 2) -> str:
-    """``+1.23 [+0.40, +2.06]*``: the mean difference, its interval, * when it excludes 0."""
-    if d is None:
-        return "—"
-    if d.n < 2:
-        return f"{d.mean:+.{digits}f}"
-    mark = "*" if d.excludes_zero else ""
-    return f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]{mark}"
-
-
-def _holm_cell(row: dict[str, Any], column: str) -> str:
-    """``[+0.12, +0.95] p 0.012*``: the interval at the difference's Holm step-down level and
-    the Holm-adjusted p-value, * when the difference survives the correction."""
-    if f"{column}_holm_p" not in row:
-        return "—"
-    d = row[f"{column}_holm_ci"]
-    mark = "*" if row[f"{column}_holm"] else ""
-    return f"[{d.low:+.2f}, {d.high:+.2f}] p {row[f'{column}_holm_p']:.2g}{mark}"
-
-
-def _trains_on(row: dict[str, Any]) -> str:
-    if "train_images_mean" not in row:
-        return "n/a"
-    return f"{row['train_images_mean']:.0f} / {row['held_out_images_mean']:.0f}"
-
-
-def _gain_rewards(rows: list[dict[str, Any]]) -> list[str]:
-    keys = {k for r in rows for k in r if k.startswith("gain_") and k.endswith("_run_ci")}
-    return sorted(k[len("gain_") : -len("_run_ci")] for k in keys)
-
-
-def to_markdown(
-    rows: list[dict[str, Any]],
-    title: str,
-    reference: str,
-    confidence: float,
-    versus: Sequence[str] = (),
-) -> str:
-    level = f"{100 * confidence:g} %"
-    present = [m for m in METRICS if any(f"{m[0]}_mean" in r for r in rows)]
-    gains = _gain_rewards(rows)
-    same = any("top1_diff_same" in r for r in rows)
-    head = ["policy", "seeds", "trains on / held out"]
-    for key, name, _ in present:
-        head.append(name)
-        if key in PAIRED:
-            head += [f"Δ {key} vs {reference} [{level} CI]", f"Holm, Δ {key}"]
-            if same and key == "top1":
-                head += [f"Δ top1 vs {reference}, same training set", "Holm, same training set"]
-            if key == "top1":
-                for other in versus:
-                    head += [f"Δ top1 vs {other} [{level} CI]", f"Holm, Δ top1 vs {other}"]
-    head += [f"gain vs random on {g} [{level} CI]" for g in gains]
-    head.append("s / epoch")
-    lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["policy"], str(r["seeds"]), _trains_on(r)]
-        for key, _, _ in present:
-            cells.append(
-                _cell((r[f"{key}_mean"], r[f"{key}_std"])) if f"{key}_mean" in r else "n/a"
-            )
-            if key in PAIRED:
-                cells += [_diff_cell(r.get(f"{key}_diff")), _holm_cell(r, f"{key}_diff")]
-                if same and key == "top1":
-                    cells += [_diff_cell(r.get("top1_diff_same")), _holm_cell(r, "top1_diff_same")]
-                if key == "top1":
-                    for other in versus:
-                        column = f"top1_diff_vs_{other}"
-                        cells += [_diff_cell(r.get(column)), _holm_cell(r, column)]
-        cells += [_diff_cell(r.get(f"gain_{g}_run_ci"), 4) for g in gains]
-        cells.append(_cell((r["s_per_epoch_mean"], r["s_per_epoch_std"])))
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(
-        f"mean ± std over seeds; Δ: paired difference to {reference} (same seeds), {level} "
-        "Student-t interval, * when it excludes 0. Holm: Holm's step-down correction over the "
-        "agent variants (over every policy when no agent runs) in that column: the Δ's interval "
-        "at its step-down level and its paired t-test p-value adjusted, * when it is ≤ "
-        f"{1 - confidence:.3g} (the difference survives the correction). "
-        "Gain vs random: the policy's reward minus that of a uniformly random top-k on the same "
-        "batches and weights (run mean), with its interval over seeds; — where the policy does "
-        "not score that reward."
-    )
-    if same:
-        lines.append(
-            f"{reference}[{HELD_OUT}] trains on the agents' training set: the budget with the "
-            "held-out split removed (and unused)."
-        )
-    agents = [r for r in rows if r["kind"] == "agent"]
-    if agents:
-        lines += ["", f"### Agents: same-batch gain over random top-k, and {reference}'s runs", ""]
-        head = [
-            "agent",
-            "seeds",
-            "reward (run mean)",
-            f"same-batch gain, run [{level} CI]",
-            f"same-batch gain, last epoch [{level} CI]",
-            f"search run's gain [{level} CI]",
-            f"Δ reward vs {reference}'s run [{level} CI]",
-            "entropy, last epoch (% of ln K)",
-            "mean q, last epoch",
-            "std of E[q] over images",
-        ]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in agents:
-            reward = r["policy"]
-            own = next((g for g in gains if f"gain_{g}_run_ci" in r), None)
-            cells = [
-                reward,
-                str(r["seeds"]),
-                _cell((r["reward_run_mean"], r["reward_run_std"]), 4)
-                if "search_top1_mean" not in r
-                else "— (transfer)",
-                _diff_cell(r.get(f"gain_{own}_run_ci"), 4) if own else "—",
-                _diff_cell(r.get(f"gain_{own}_last_ci"), 4) if own else "—",
-                _diff_cell(r.get("search_gain_run_ci"), 4),
-                _diff_cell(r.get("reward_run_diff"), 4),
-                _cell((r["entropy_frac_last_mean"], r["entropy_frac_last_std"])),
-                _cell((r["mean_q_last_mean"], r["mean_q_last_std"])),
-                _cell((r["q_std_last_mean"], r["q_std_last_std"])),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-        lines.append(
-            f"Δ reward vs {reference}'s run compares the rewards of two different classifier "
-            "trajectories (the gain columns compare the same batches)."
-        )
-        if any("search_top1_mean" in r for r in agents):
-            lines.append(
-                f"A transfer row (with a [{SEARCH}] row) is a fresh classifier trained on the "
-                "whole budget, mixed by its search run's frozen policy (sampled); its own gain "
-                "is scored on the search reward where that reward needs no held-out data, and "
-                "is — where it does."
-            )
-    return "\n".join(lines) + "\n"
-
-
-def runs_csv(results: list[Result]) -> str:
-    """One row per policy and seed."""
-    return csv_text([{"policy": r.label, "seed": r.seed, **r.values} for r in results])
-
-
-def summary_csv(rows: list[dict[str, Any]]) -> str:
-    """One row per policy; each interval as ``<key>``, ``<key>_low``, ``<key>_high``."""
-    flat = []
-    for row in rows:
-        out = {}
-        for key, value in row.items():
-            if isinstance(value, PairedDifference):
-                out.update({key: value.mean, f"{key}_low": value.low, f"{key}_high": value.high})
-            else:
-                out[key] = value
-        flat.append(out)
-    return csv_text(flat)
 
 
 # -- the command ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from rlmix.errors import ConfigError
+from rlmix.io import atomic_write_text
 
 DEFAULT_CONFIG = "default"
 MAX_SEED = 2**32 - 1  # numpy's (and so Stable-Baselines3's) seed range
@@ -445,6 +446,4 @@ def _check_model_name(name: str) -> None:
 
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically."""
-    from rlmix.checkpoints import atomic_write_text
-
     return atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

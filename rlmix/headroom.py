@@ -51,10 +51,11 @@ from baselines import list_policies
 from envs import MixupEnv
 from envs.rewards import reward_for
 from envs.slots import slot_context
-from rlmix.checkpoints import atomic_write, atomic_write_json, atomic_write_text, load_checkpoint
+from rlmix.checkpoints import load_checkpoint
 from rlmix.cli import ArgumentParser, add_config_args, overrides_from_args, run_main
 from rlmix.config import Config, load_config
 from rlmix.errors import ConfigError
+from rlmix.io import atomic_write, atomic_write_json, atomic_write_text
 from rlmix.plots import plot_headroom
 from rlmix.policy_fit import Gains, headroom_gains
 from rlmix.probe import preserved

@@ -20,15 +20,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlmix.checkpoints import atomic_write_text, config_difference
+from rlmix.checkpoints import config_difference
 from rlmix.cli import ArgumentParser, run_main
 from rlmix.errors import ConfigError
+from rlmix.io import atomic_write_text
 from rlmix.plots import plot_differences
-from rlmix.stats import PairedDifference, holm_paired, paired_difference
-from rlmix.study import csv_text
-
-#: runs.csv column -> what the tables call it and its decimals (others: 4).
-METRICS = {"top1": ("top-1 (%)", 2), "nll": ("NLL", 4), "ece": ("ECE (%)", 2)}
+from rlmix.report import metric_label, paired_tables
+from rlmix.stats import PairedDifference, paired_difference
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,52 +104,6 @@ def _number(text: str, metric: str) -> float:
     return value
 
 
-def tables(
-    paired: dict[str, dict[str, tuple[list[int], PairedDifference]]],
-) -> tuple[str, str]:
-    """The markdown table (one row per policy, one column per metric, with Holm) and the CSV."""
-    policies = list(dict.fromkeys(p for rows in paired.values() for p in rows))
-    holm = {m: holm_paired({p: d for p, (_, d) in rows.items()}) for m, rows in paired.items()}
-    header = "| policy | seeds | " + " | ".join(
-        f"Δ {_label(m)} | Holm, Δ {_label(m)}" for m in paired
-    )
-    lines = [header + " |", "|---|---|" + "---|---|" * len(paired)]
-    records = []
-    for policy in policies:
-        cells = []
-        seeds: list[int] = []
-        for m, rows in paired.items():
-            seeds, d = rows[policy]
-            h = holm[m][policy]
-            cells.append(
-                f"{_interval(d, METRICS.get(m, (m, 4))[1])}{'*' if d.excludes_zero else ''}"
-            )
-            cells.append(f"p {h.p_adjusted:.2g}{'*' if h.rejected else ''}")
-            records.append(
-                {
-                    "policy": policy,
-                    "metric": m,
-                    "seeds": len(seeds),
-                    "mean": d.mean,
-                    "low": d.low,
-                    "high": d.high,
-                    "p": d.p_value,
-                    "p_holm": h.p_adjusted,
-                    "survives_holm": h.rejected,
-                }
-            )
-        lines.append(f"| {policy} | {' '.join(map(str, seeds))} | {' | '.join(cells)} |")
-    return "\n".join(lines), csv_text(records)
-
-
-def _label(metric: str) -> str:
-    return METRICS.get(metric, (metric, 4))[0]
-
-
-def _interval(d: PairedDifference, decimals: int) -> str:
-    return f"{d.mean:+.{decimals}f} [{d.low:+.{decimals}f}, {d.high:+.{decimals}f}]"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
@@ -160,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a, b = Path(args.a), Path(args.b)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     paired = pair(read_runs(a), read_runs(b), metrics, args.confidence)
-    table, csv_rows = tables(paired)
+    table, csv_rows = paired_tables(paired)
     differs = what_differs(a, b)
     pct = f"{100 * args.confidence:g}"
     text = (
@@ -177,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_write_text(out / "paired.md", text)
         atomic_write_text(out / "paired.csv", csv_rows)
         plot_differences(
-            {_label(m): {p: d for p, (_, d) in rows.items()} for m, rows in paired.items()},
+            {metric_label(m): {p: d for p, (_, d) in rows.items()} for m, rows in paired.items()},
             f"{b.name} - {a.name}" + (f" ({differs.split(':')[0]})" if differs else ""),
             out / "paired.png",
         )

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rlmix.checkpoints import atomic_write  # noqa: E402
+from rlmix.io import atomic_write  # noqa: E402
 from rlmix.stats import PairedDifference  # noqa: E402
 
 

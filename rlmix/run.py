@@ -31,10 +31,11 @@ from agents.callbacks import (
 )
 from envs import DistributedMixupEnv, ImageSlotVecEnv, MixupEnv, follow
 from rlmix import distributed
-from rlmix.checkpoints import check_writable, load_checkpoint, save_checkpoint
+from rlmix.checkpoints import load_checkpoint, save_checkpoint
 from rlmix.cli import overrides_from_args, run_training
 from rlmix.config import Config, load_config, save_config
 from rlmix.errors import ConfigError, RlmixError
+from rlmix.io import check_writable
 from rlmix.plots import plot_curves
 from rlmix.runlog import RunLog
 from rlmix.seeding import numpy_rng_state, set_numpy_rng_state
@@ -81,7 +82,7 @@ class Run:
         self.state = distributed.on_main(lambda: self._read(resume))
         self.env = distributed.together(lambda: MixupEnv(cfg))  # data, model: every rank's
         if self.state is not None:
-            self.env.load_state_dict(self.state["env"])
+            self.restore("env", self.env.load_state_dict)
         self.trainer = self.env.trainer
         if not self.is_main:
             return
@@ -93,15 +94,42 @@ class Run:
         )
         self.log = RunLog(self.out, step=lambda: self.trainer.global_step)
         if self.state is not None:
-            self.log.history, self.log.timings = (
-                list(self.state["history"]),
-                list(self.state["timings"]),
-            )
+            self.log.history = list(self.section("history", list))
+            self.log.timings = list(self.section("timings", list))
         save_config(cfg, self.out / "config.yaml")
 
     def _read(self, resume: bool) -> dict[str, Any] | None:
         out = check_writable(self.out)
         return load_checkpoint(out / "checkpoint.pt", config=self.cfg.to_dict()) if resume else None
+
+    def _refuse(self, problem: str) -> ConfigError:
+        return ConfigError(
+            f"checkpoint '{self.out / 'checkpoint.pt'}' {problem}; it cannot be resumed: run "
+            "again without --resume to start over"
+        )
+
+    def section(self, key: str, kind: type = object) -> Any:
+        """The resumed checkpoint's section ``key``; one :class:`ConfigError` when it is
+        missing or not a ``kind`` (a checkpoint that was edited or damaged)."""
+        assert self.state is not None, "not resumed"
+        if key not in self.state:
+            raise self._refuse(f"lacks its '{key}' section")
+        value = self.state[key]
+        if not isinstance(value, kind):
+            raise self._refuse(f"holds a {type(value).__name__} as its '{key}' section")
+        return value
+
+    def restore(self, key: str, load: Callable[[Any], None]) -> None:
+        """``load`` the resumed checkpoint's section ``key`` (a dict); one :class:`ConfigError`
+        when it is missing, or lacks or mistypes what ``load`` reads."""
+        value = self.section(key, dict)
+        try:
+            load(value)
+        except KeyError as e:
+            raise self._refuse(f"lacks {e.args[0]!r} in its '{key}' section") from e
+        except (IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise self._refuse(f"has a damaged '{key}' section ({first})") from e
 
     @property
     def resumed(self) -> bool:
@@ -186,7 +214,7 @@ class Run:
                     StopCallback(lambda: stop.stopped),
                 ]
                 if self.resumed:
-                    set_numpy_rng_state(self.state["np_random"])
+                    self.restore("np_random", set_numpy_rng_state)
                 if remaining:
                     algo.learn(
                         remaining,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.logger import KVWriter, Logger
 
-from rlmix.checkpoints import atomic_write_json
+from rlmix.io import atomic_write_json
 
 TEST_PREFIX = "test/"
 

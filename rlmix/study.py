@@ -14,21 +14,22 @@ study into the same directory is refused.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
-import io
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlmix.checkpoints import atomic_write_json, config_difference
+from rlmix.checkpoints import config_difference
 from rlmix.config import Config, leaf_keys, load_config
-from rlmix.errors import ConfigError
+from rlmix.errors import ConfigError, RlmixError
+from rlmix.io import atomic_write_json
 
 MANIFEST = "study.json"
+HELD_OUT = "held-out"  # label suffix of the reference run on the agents' training set
+SEARCH = "search"  # label suffix of a transfer arm's search run
 # (key in the final metrics, column title, scale)
 METRICS = [
     ("top1", "top-1 (%)", 100.0),
@@ -247,10 +248,40 @@ def state_of(job: Job) -> str:
     return "partial" if (job.out / "checkpoint.pt").is_file() else "new"
 
 
+def _run_file(job: Job, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object ``name`` of a finished run, holding ``keys``.
+
+    Raises:
+        RlmixError: it is missing, unreadable or lacks a key (one line naming the run and the
+            file: a run is read back only when its ``metrics.json`` says it finished).
+    """
+    path = job.out / name
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        problem = "is missing"
+    except (OSError, ValueError) as e:
+        problem = f"is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    else:
+        missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+        if not missing:
+            return data
+        problem = f"lacks '{missing[0]}'"
+    raise RlmixError(
+        f"run {job.label} seed {job.seed} cannot be read back: its {name} {problem} "
+        f"(its metrics.json says it finished); remove '{job.out}' and run the study again to "
+        "redo that run"
+    )
+
+
 def read_result(job: Job) -> Result:
-    """The :class:`Result` of a finished run, from its files."""
-    metrics = json.loads((job.out / "metrics.json").read_text())
-    timings = json.loads((job.out / "timings.json").read_text())["epoch_time_s"]
+    """The :class:`Result` of a finished run, from its ``metrics.json`` and ``timings.json``.
+
+    Raises:
+        RlmixError: one of them is missing, unreadable or incomplete.
+    """
+    metrics = _run_file(job, "metrics.json", ("final", "epochs"))
+    timings = _run_file(job, "timings.json", ("epoch_time_s",))["epoch_time_s"]
     data = {k: int(metrics[k]) for k in ("train_images", "held_out_images") if k in metrics}
     return Result(
         job.label,
@@ -328,27 +359,16 @@ def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
     )
 
 
-def csv_text(rows: list[dict[str, Any]]) -> str:
-    """``rows`` as CSV text, the columns in order of first appearance."""
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 __all__ = [
+    "HELD_OUT",
     "MANIFEST",
     "METRICS",
+    "SEARCH",
     "STUDY_KEYS",
     "AgentSpec",
     "ArmSpec",
     "Job",
     "Result",
-    "csv_text",
     "job_config",
     "manifest",
     "open_study",

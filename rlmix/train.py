@@ -91,7 +91,7 @@ def train_fixed(
         options = policy_options(cfg)
         policy = make_policy(cfg.policy, run.venv.action_space, seed=cfg.seed, **options)
         if run.resumed:
-            policy.load_state_dict(run.state["policy"])
+            run.restore("policy", policy.load_state_dict)
 
     distributed.on_main(build)
     if not run.is_main:

@@ -22,8 +22,10 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from agents.ppo import make_ppo
-from agents.serialize import agent_state, restore_ppo, write_agent
+from agents.serialize import agent_state, convert_hint, restore_ppo, write_agent
 from envs.rewards import list_rewards, reward_for
 from rlmix import distributed
 from rlmix.cli import ArgumentParser, run_main, training_parser
@@ -90,7 +92,7 @@ def train_agent(
         nonlocal model
         model = make_ppo(run.venv, cfg)
         if run.resumed:
-            restore_ppo(model, _agent_entry(run), f"checkpoint '{run.out / 'checkpoint.pt'}'")
+            restore_ppo(model, _agent_entry(run), run.out / "checkpoint.pt")
 
     distributed.on_main(build)
     if not run.is_main:
@@ -107,15 +109,13 @@ def train_agent(
 
 def _agent_entry(run: Run) -> dict[str, Any]:
     """The checkpoint's agent; an rlmix 0.1 checkpoint (a pickled SB3 zip inside) is refused."""
-    entry = run.state.get("agent")
-    if not isinstance(entry, dict):
+    if isinstance(run.section("agent"), torch.Tensor):
         path = run.out / "checkpoint.pt"
         raise ConfigError(
             f"checkpoint '{path}' holds its agent as a Stable-Baselines3 zip, which runs code "
-            f"when loaded; if you trust it, convert it once with: python -m rlmix.convert "
-            f"{path} --trust"
+            f"when loaded; {convert_hint(path)}"
         )
-    return entry
+    return run.section("agent", dict)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,9 @@ import copy
 import io
 import json
 import pickle
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents import AgentMix, load_policy
+from agents import AgentMix, load_policy, serialize
 from agents.serialize import SETTINGS_NAME, WEIGHTS_NAME
 from envs import MixupEnv
 from rlmix.checkpoints import load_checkpoint, save_checkpoint
@@ -167,14 +170,130 @@ def test_crafted_rlmix_agent_files_are_refused(trained, tmp_path, tiny_cli_args,
         (objects, f"{WEIGHTS_NAME} holds more than tensors"),
     ]
     for path, message in cases:
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(ConfigError, match=message) as refused:
             AgentMix.load(path)
+        # the hint is a command line that runs as it is printed
+        assert f"python -m rlmix.convert {shlex.quote(str(path))} --trust" in str(refused.value)
         code = run_main(train_main, _frozen_args(tiny_cli_args, tmp_path, path))
         _one_error_line(capsys, code, 2, message)
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match=r"agent file '.*junk.zip' is corrupt or not an rlmix"):
         AgentMix.load(tmp_path / "junk.zip")
     assert not marker.exists()
+
+
+def _with(settings: dict, section: str | None, key: str, value) -> dict:
+    """``settings`` with ``settings[section][key]`` (or ``settings[key]``) set to ``value``;
+    ``...`` deletes it."""
+    out = copy.deepcopy(settings)
+    target = out if section is None else out[section]
+    if value is ...:
+        del target[key]
+    else:
+        target[key] = value
+    return out
+
+
+# (what is changed in the trained agent's settings, the refusal)
+HOSTILE_SETTINGS = [
+    (None, None, [1, 2], r"is not an rlmix agent \(its settings are a JSON list, not an object\)"),
+    (None, "ppo", ..., r"its settings lack the section 'ppo' \(an rlmix agent has the objects policy, ppo, progress\)"),
+    (None, "ppo", [1], r"its settings hold a JSON list as the section 'ppo'"),
+    (None, "progress", ..., r"its settings lack the section 'progress'"),
+    ("policy", "logit_clip", "big", r"its policy setting 'logit_clip' must be a finite number > 0 \(got 'big'\)"),
+    ("policy", "logit_clip", float("nan"), r"its policy setting 'logit_clip' must be a finite number > 0 \(got nan\)"),
+    ("policy", "k", True, r"its policy setting 'k' must be an integer >= 2 \(got True\)"),
+    ("policy", "num_classes", 10**12, r"its policy setting 'num_classes' must be an integer in \[1, 100000\] \(got 1000000000000\)"),
+    ("ppo", "learning_rate", "fast", r"its ppo setting 'learning_rate' must be a finite number > 0 \(got 'fast'\)"),
+    ("ppo", "learning_rate", float("nan"), r"its ppo setting 'learning_rate' must be a finite number > 0 \(got nan\)"),
+    ("ppo", "gamma", 2, r"its ppo setting 'gamma' must be a number in \[0, 1\] \(got 2\)"),
+    ("progress", "num_timesteps", -1, r"its progress setting 'num_timesteps' must be an integer >= 0 \(got -1\)"),
+    ("policy", "obs_grid", 10**5, r"its settings \(obs_grid=100000, .*\) do not fit its weights: 'features_extractor.mlp.0.weight' has shape \(64, 79\), the settings need \(64, 10000000015\)"),
+    ("policy", "k", 10**9, r"its settings \(.*k=1000000000\) do not fit its weights: 'action_net.weight' has shape \(10, 64\)"),
+    ("policy", "embed_dim", 10**6, r"its settings \(.*embed_dim=1000000.*\) do not fit its weights: 'features_extractor.mlp.0.weight' has shape \(64, 79\), the settings need \(1000000, 79\)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), HOSTILE_SETTINGS)
+def test_hostile_settings_are_refused_before_anything_is_built(
+    section, key, value, message, trained, tmp_path, monkeypatch
+):
+    """Wrong shapes, types and ranges in a (small) agent file are one ConfigError, raised before
+    a network is built: no traceback, no gigabyte allocations for a declared size."""
+    with zipfile.ZipFile(trained / "agent.zip") as z:
+        settings, weights = json.loads(z.read(SETTINGS_NAME)), z.read(WEIGHTS_NAME)
+    hostile = value if key is None else _with(settings, section, key, value)
+    path = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(SETTINGS_NAME, json.dumps(hostile))  # NaN is written as JSON's NaN
+        z.writestr(WEIGHTS_NAME, weights)
+
+    def never(*args, **kwargs):
+        raise AssertionError("a policy was built from unchecked settings")
+
+    monkeypatch.setattr(serialize, "PerImagePolicy", never)
+    with pytest.raises(ConfigError, match=rf"^agent file '{re.escape(str(path))}':? {message}"):
+        AgentMix.load(path)
+
+
+def test_non_finite_weights_are_refused(trained, tmp_path):
+    with zipfile.ZipFile(trained / "agent.zip") as z:
+        settings, weights = z.read(SETTINGS_NAME), z.read(WEIGHTS_NAME)
+    tensors = torch.load(io.BytesIO(weights), weights_only=True)
+    tensors["policy"]["action_net.bias"][3] = float("nan")
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    path = tmp_path / "nan.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(SETTINGS_NAME, settings)
+        z.writestr(WEIGHTS_NAME, buf.getvalue())
+    with pytest.raises(
+        ConfigError, match=r"its tensor 'policy.action_net.bias' holds NaN or inf \(the agent"
+    ):
+        load_policy(path)
+
+
+def test_a_directory_as_the_agent_file_is_named(trained, tiny_cli_args, tmp_path, capsys):
+    code = run_main(train_main, _frozen_args(tiny_cli_args, tmp_path, trained))
+    _one_error_line(
+        capsys, code, 2, f"agent file '{trained}' is a directory: set it to {trained / 'agent.zip'}"
+    )
+
+
+def _damaged(s: dict, where: str) -> None:
+    """Delete the checkpoint entry at the dotted ``where`` (an agent's settings are JSON text)."""
+    if where.startswith("agent.settings."):
+        settings = json.loads(s["agent"]["settings"])
+        del settings[where.rpartition(".")[2]]
+        s["agent"]["settings"] = json.dumps(settings)
+        return
+    *parents, last = where.split(".")
+    for part in parents:
+        s = s[part]
+    del s[last]
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("env", " lacks its 'env' section; it cannot be resumed: run again without --resume"),
+        ("env.trainer", " lacks 'trainer' in its 'env' section; it cannot be resumed"),
+        ("np_random.keys", " lacks 'keys' in its 'np_random' section"),
+        ("agent", " lacks its 'agent' section"),
+        ("agent.policy", ": its agent has no policy state"),
+        ("agent.settings.progress", ": its settings lack the section 'progress'"),
+    ],
+)
+def test_a_checkpoint_missing_a_section_is_one_line_on_resume(
+    missing, message, trained, tiny_cli_args, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    state = load_checkpoint(run / "checkpoint.pt")
+    _damaged(state, missing)
+    save_checkpoint(run / "checkpoint.pt", {k: v for k, v in state.items() if k != "format"})
+    code = run_main(agent_main, [*tiny_cli_args, *TRAINED, "--out", str(run), "--resume"])
+    _one_error_line(capsys, code, 2, f"checkpoint '{run / 'checkpoint.pt'}'{message}")
 
 
 def test_convert_a_trusted_old_agent(tmp_path, capsys):

@@ -3,6 +3,7 @@ folder converted once to the in-memory uint8 tensors every dataset uses, so that
 held-out split and the commands work on it unchanged; and one clear line for every bad input.
 """
 
+import io
 import sys
 
 import numpy as np
@@ -59,6 +60,13 @@ def rgb_splits(n_train=4, n_test=2, size=8):
         arrays = [pixels(c, offset + i, size) for c in range(3) for i in range(n)]
         out[split] = ([Image.fromarray(a) for a in arrays], [c for c in range(3) for _ in range(n)])
     return out
+
+
+def image_bytes(image: Image.Image) -> bytes:
+    """``image`` encoded as PNG."""
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
 
 
 def chw(arrays):
@@ -291,18 +299,125 @@ def test_label_errors(tmp_path):
         load_dataset("hf", root=tmp_path, path=path)
 
 
-def test_hub_without_a_network_fails_with_one_line(tmp_path, monkeypatch):
+def _offline(monkeypatch, offline: bool) -> None:
+    """HF_HUB_OFFLINE as ``offline``, whatever the machine's environment says."""
     import huggingface_hub.constants
 
-    for module in (datasets.config, huggingface_hub.constants):  # offline, whatever the machine
-        monkeypatch.setattr(module, "HF_HUB_OFFLINE", True, raising=False)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
+    for module in (datasets.config, huggingface_hub.constants):
+        monkeypatch.setattr(module, "HF_HUB_OFFLINE", offline, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", offline, raising=False)
+
+
+def test_hub_without_a_network_fails_with_one_line(tmp_path, monkeypatch):
+    _offline(monkeypatch, True)
     with pytest.raises(
         RlmixError,
-        match=r"^hf: could not load 'nobody/no-such-dataset' from the Hugging Face hub \(.*\); the "
-        r"hub needs a network: without one, pass a save_to_disk folder as data.options.path$",
+        match=r"^hf: could not load 'nobody/no-such-dataset': the Hugging Face hub is out of reach "
+        r"\(HF_HUB_OFFLINE is set\) and the local cache '.*/huggingface' does not hold it; the "
+        r"hub needs a network or a local cache: without either, pass a save_to_disk folder as "
+        r"data.options.path$",
     ):
         load_dataset("hf", root=tmp_path, hub="nobody/no-such-dataset")
+
+
+def test_no_network_is_found_at_once_without_retries(tmp_path, monkeypatch, capfd):
+    """Not marked offline and no network: one connection attempt finds it out, the load reads
+    only the cache (no request, so none of the hub client's retry lines), and the offline switches
+    are restored afterwards."""
+    import huggingface_hub.constants
+
+    from rlmix import hub
+
+    _offline(monkeypatch, False)
+    attempts = []
+
+    def no_network(address, timeout=None, **kwargs):
+        attempts.append((address, timeout))
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(hub.socket, "create_connection", no_network)
+    with pytest.raises(
+        RlmixError,
+        match=r"^hf: could not load 'nobody/no-such-dataset': the Hugging Face hub is out of reach "
+        r"\(cannot reach huggingface.co: Network is unreachable\) and the local cache",
+    ):
+        load_dataset("hf", root=tmp_path, hub="nobody/no-such-dataset")
+    assert attempts == [(("huggingface.co", 443), hub.HUB_TIMEOUT_S)]
+    captured = capfd.readouterr()
+    assert "Retry" not in captured.out + captured.err
+    assert not huggingface_hub.constants.HF_HUB_OFFLINE and not datasets.config.HF_HUB_OFFLINE
+
+
+def test_undecodable_and_oversized_images(tmp_path, monkeypatch):
+    images, labels = rgb_splits()["train"]
+    encoded = [{"bytes": image_bytes(i), "path": None} for i in images]
+    garbage = [*encoded[:-1], {"bytes": b"\x89PNG garbage", "path": None}]
+    path = save(tmp_path, {"train": (garbage, labels), "test": (encoded[:1], [0])}, "garbage")
+    with pytest.raises(
+        ConfigError,
+        match=r"^hf: image 11 of split 'train' does not decode: PIL knows no such image",
+    ):
+        load_dataset("hf", root=tmp_path, path=path)
+    noise = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    half = image_bytes(Image.fromarray(noise))[:134]  # the header and half the pixel data
+    truncated = [*encoded[:-1], {"bytes": half, "path": None}]
+    path = save(tmp_path, {"train": (truncated, labels), "test": (encoded[:1], [0])}, "cut")
+    with pytest.raises(
+        ConfigError,
+        match=r"^hf: image 11 of split 'train' does not decode as an image \(image file is truncated",
+    ):
+        load_dataset("hf", root=tmp_path, path=path)
+    # PIL warns above MAX_IMAGE_PIXELS and refuses above twice that: rlmix refuses both
+    path = save(tmp_path, rgb_splits(), "fine")
+    for limit, pixels_limit in ((40, 40), (20, 40)):  # 64-pixel images: a warning, an error
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        with pytest.raises(
+            ConfigError,
+            match=r"^hf: image 0 of split 'train' is too large to decode safely \(Image size \(64 "
+            rf"pixels\) exceeds limit of {pixels_limit} pixels\); it may be a decompression bomb",
+        ):
+            load_dataset("hf", root=tmp_path, path=path)
+
+
+def test_labels_beyond_the_classes(tmp_path):
+    images, _ = rgb_splits()["train"]
+    int_features = features(label=datasets.Value("int64"))
+    for split, message in (("test", "holds label 5"), ("train", "holds label 3")):
+        bad = {"train": (images[:3], [0, 1, 2]), "test": (images[:2], [0, 1])}
+        bad[split] = (bad[split][0], [*bad[split][1][:-1], 5 if split == "test" else 3])
+        name = f"classlabel_{split}"
+        save(tmp_path, bad, name, int_features)
+        dd = datasets.load_from_disk(str(tmp_path / name))
+        dd = dd.cast_column("label", datasets.ClassLabel(names=CLASSES))  # no range check
+        dd.save_to_disk(str(tmp_path / f"{name}_cast"))
+        with pytest.raises(
+            ConfigError,
+            match=rf"^hf: column 'label' of split '{split}' {message}, beyond its ClassLabel's 3 "
+            r"names \(labels 0-2\); fix the labels",
+        ):
+            load_dataset("hf", root=tmp_path, path=f"{name}_cast")
+    path = save(tmp_path, {"train": (images[:2], [0, 10**12]), "test": (images[:1], [0])}, "huge", int_features)  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"^hf: column 'label' of split 'train' holds label 1000000000000; integer labels "
+        r"are class indices 0..N-1 and rlmix takes at most 100000 classes",
+    ):
+        load_dataset("hf", root=tmp_path, path=path)
+
+
+def test_an_empty_split_on_disk_is_named(tmp_path):
+    splits = rgb_splits()
+    train = datasets.Dataset.from_dict(
+        {"image": splits["train"][0], "label": splits["train"][1]}, features=features()
+    )
+    try:
+        datasets.DatasetDict({"train": train, "test": train.select([])}).save_to_disk(
+            str(tmp_path / "ds")
+        )
+    except Exception:  # older datasets cannot write an empty split (see the test above)
+        pytest.skip("this datasets version cannot save an empty split")
+    with pytest.raises(ConfigError, match=r"^hf: split 'test' of '.*/ds' is empty$"):
+        load_dataset("hf", root=tmp_path, path="ds")
 
 
 def test_without_the_extra_the_error_says_how_to_install_it(tmp_path, monkeypatch):

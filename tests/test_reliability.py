@@ -84,6 +84,8 @@ CASES = [
     (TRAINING, ["--reward", "tests.reward_fixtures:nan_per_image"], 1,
      "reward 'tests.reward_fixtures:nan_per_image' is nan at epoch 1, step 1; stopping"),
     (TRAINING, ["--reward", "tests.no_such_module:f"], 2, "cannot import reward 'tests.no_such_module:f'"),
+    (TRAINING, ["--reward", "tests.broken_reward_module:f"], 2,
+     "config key 'env.reward': cannot import reward 'tests.broken_reward_module:f': importing raised RuntimeError: the reward server is down"),
     (TRAINING, ["--reward", "val_loss_drop"], 2, "reward 'val_loss_drop' needs a held-out split: set data.val_size"),
     (TRAINING, ["--set", "env.log_rewards=[bogus]"], 2, "config key 'env.log_rewards': unknown reward 'bogus'"),
     (ALL, ["--set", "data.name=imagefolder", "--set", "data.root={tmp}/folder", "--set", "data.options={}"], 2,
@@ -194,6 +196,21 @@ def test_multiline_message_is_joined(capsys):
     assert capsys.readouterr().err == "error: first line second line\n"
 
 
+def test_escape_codes_never_reach_the_error_line(capsys):
+    """A message quoting a library's coloured hint, or a name with an ESC in it, prints as plain
+    text: no colour, cursor, title or reset sequence, no other control character."""
+
+    def main(argv):
+        raise ConfigError(
+            "model 'x' raised OSError: \x1b[31mno weights\x1b[0m; \x1b]0;title\x07try "
+            "\x1b[1mpython -m rlmix.convert\x1b[22m\tagain\x1bc\x07\x9b"
+        )
+
+    assert run_main(main, []) == 2
+    err = capsys.readouterr().err
+    assert err == "error: model 'x' raised OSError: no weights; try python -m rlmix.convert again\n"
+
+
 def test_real_subprocesses_print_one_line_without_traceback(bad_files, data_root):
     tmp = bad_files
     env = {
@@ -252,6 +269,44 @@ def test_unreadable_config(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_text", deny)
     with pytest.raises(ConfigError, match=r"cannot read config '.*locked.yaml': Permission denied"):
         load_config(path)
+
+
+# -- a study's finished runs are read back, or named -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timings", "metrics", "problem"),
+    [
+        (None, {}, "its timings.json is missing"),
+        ("{not json", {}, "its timings.json is unreadable (Expecting property name"),
+        ('{"epoch_time_s": [1.0]}', {"final": ...}, "its metrics.json lacks 'final'"),
+    ],
+)
+def test_a_finished_run_with_a_missing_file_is_named(
+    timings, metrics, problem, tiny_config, tmp_path
+):
+    """``metrics.json`` says the run finished, so a study reads it back instead of training it:
+    a missing or damaged file is one line naming the run, the file and what to do."""
+    import json
+
+    from rlmix.study import Job, run_job
+
+    job = Job("rmix", "rmix", 0, tiny_config(out=str(tmp_path / "rmix" / "seed0"), epochs=1))
+    job.out.mkdir(parents=True)
+    saved = {"policy": "rmix", "seed": 0, "final": {"top1": 0.5}, "epochs": [{"epoch": 1}]}
+    saved.update(metrics)
+    (job.out / "metrics.json").write_text(
+        json.dumps({k: v for k, v in saved.items() if v is not ...})
+    )
+    if timings is not None:
+        (job.out / "timings.json").write_text(timings)
+    with pytest.raises(
+        RlmixError,
+        match=rf"^run rmix seed 0 cannot be read back: {re.escape(problem)}.* \(its metrics.json "
+        rf"says it finished\); remove '{re.escape(str(job.out))}' and run the study again",
+    ):
+        run_job(job)
+    assert not (job.out / "checkpoint.pt").exists()  # read back, not trained
 
 
 # -- checkpoints: versions, non-finite state, write errors --------------------------------------

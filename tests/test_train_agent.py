@@ -109,7 +109,11 @@ def test_resume_with_a_damaged_agent_is_one_error(tiny_config, tmp_path):
     good = torch.load(path, weights_only=True)
     damaged = [
         ({"settings": "{not json"}, r"checkpoint '.*checkpoint.pt': its agent settings are not"),
-        ({"policy": {}}, r"checkpoint '.*checkpoint.pt': its agent weights do not fit this agent"),
+        ({"policy": {}}, r"checkpoint '.*checkpoint.pt': its policy weights lack 'features_extr"),
+        (
+            {"optimizer": {}},
+            r"checkpoint '.*checkpoint.pt': its agent weights do not fit this agent",
+        ),
         (
             {"settings": good["agent"]["settings"].replace('"hidden": 64', '"hidden": 32')},
             r"the agent's policy setting 'hidden' is 32, the run's is 64",

@@ -282,6 +282,12 @@ ERRORS = [
     (f"{FIX}:wrong_classes", f"model '{FIX}:wrong_classes' returned shape (2, 11) for a probe batch of shape (2, 3, 32, 32); expected logits of shape (2, 10)"),
     (f"{FIX}:crashes", f"model '{FIX}:crashes' failed on a probe batch of shape (2, 3, 32, 32): ValueError: shapes do not line up"),
     (f"{FIX}:two_channel_stem", f"model '{FIX}:two_channel_stem' takes 2-channel images (its first Conv2d), the data has 3"),
+    # they pass the eval probe, not the train-mode one
+    ("torchvision.models:googlenet", "model 'torchvision.models:googlenet' returned GoogLeNetOutputs in train mode for a probe batch of shape (3, 3, 32, 32); expected logits of shape (3, 10), as in eval mode (auxiliary outputs? turn them off in model.options, e.g. {aux_logits: false})"),
+    (f"{FIX}:aux_outputs", f"model '{FIX}:aux_outputs' returned tuple in train mode for a probe batch of shape (3, 3, 32, 32); expected logits of shape (3, 10), as in eval mode (auxiliary outputs? turn them off in model.options, e.g. {{aux_logits: false}})"),
+    (f"{FIX}:no_grad_forward", f"model '{FIX}:no_grad_forward' returned logits without gradients in train mode for a probe batch of shape (3, 3, 32, 32) (does its forward run under torch.no_grad() or detach?); rlmix trains through them"),
+    (f"{FIX}:no_parameters", f"model '{FIX}:no_parameters' has no parameters: nothing to train"),
+    (f"{FIX}:one_batch_size", f"model '{FIX}:one_batch_size' failed in train mode for a probe batch of shape (3, 3, 32, 32) (in eval mode a batch of 2 passed): RuntimeError: shape '[2, 3]' is invalid for input of size 9"),
 ]  # fmt: skip
 
 
@@ -289,6 +295,37 @@ ERRORS = [
 def test_each_mistake_is_one_config_error(name, message):
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         create_model(name, 10, mean=[0.5] * 3, std=[0.25] * 3, in_chans=3)
+
+
+def test_googlenet_without_auxiliary_heads_trains():
+    model = create_model("torchvision.models:googlenet", 10, aux_logits=False, init_weights=True)
+    assert model.get_classifier() is model.net.fc
+
+
+def test_the_probes_leave_the_model_and_the_random_streams_as_they_were():
+    torch.manual_seed(0)
+    model = create_model(USER, 10).train()
+    model.net.features[1].eval()  # one module in another mode than the rest
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    rng = torch.get_rng_state()
+    model.examine(32)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert [m.training for m in model.modules()] == modes
+    for key, value in model.state_dict().items():  # BatchNorm statistics and counters included
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_model_that_fails_in_training_is_one_line_under_compare_jobs(
+    tiny_cli_args, tmp_path, capsys
+):
+    name = ["--set", f"model.name={FIX}:aux_outputs", "--set", "env.eval_fgsm=false"]
+    compare = ["--policies", "vanilla,rmix", "--seeds", "0", "--jobs", "2"]  # worker processes
+    code = run_main(compare_main, _cli(tiny_cli_args, tmp_path / "cmp", *name, *compare))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: model '{FIX}:aux_outputs' returned tuple in train mode"), err
 
 
 def test_options_the_constructor_rejects_name_it():
@@ -358,6 +395,33 @@ def test_timm_pretrained_offline_fails_with_one_line(tiny_cli_args, tmp_path):
     assert len(lines) == 1, proc.stderr
     assert re.fullmatch(
         rf"error: model '{TIMM}' raised \w+: .+ \(pretrained weights need a network or a local "
-        r"cache of them\)",
+        r"cache of them; the Hugging Face hub is out of reach: HF_HUB_OFFLINE is set\)",
         lines[0],
     ), lines[0]
+
+
+@needs_timm
+def test_timm_pretrained_without_a_network_fails_at_once(tmp_path, monkeypatch, capfd):
+    """Not marked offline and no network: one connection attempt finds it out and the weights
+    are looked for in the cache only, without the hub client's retries."""
+    import huggingface_hub.constants
+
+    from rlmix import hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # empty
+
+    def no_network(address, timeout=None, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(hub.socket, "create_connection", no_network)
+    with pytest.raises(
+        ConfigError,
+        match=rf"^model '{TIMM}' raised \w+: .+ \(pretrained weights need a network or a local "
+        r"cache of them; the Hugging Face hub is out of reach: cannot reach huggingface.co: "
+        r"Network is unreachable\)$",
+    ):
+        create_model(TIMM, 10, pretrained=True)
+    captured = capfd.readouterr()
+    assert "Retry" not in captured.out + captured.err
+    assert not huggingface_hub.constants.HF_HUB_OFFLINE

@@ -93,3 +93,57 @@ def crashes(num_classes: int) -> nn.Module:
             raise ValueError("shapes do not line up")
 
     return Crash(num_classes)
+
+
+class _Tiny(nn.Module):
+    """Mean pixel per channel -> ``fc``: the smallest module with logits and weights."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def aux_outputs(num_classes: int) -> nn.Module:
+    """Logits in eval mode, a tuple with an auxiliary head's logits in train mode (as
+    torchvision's GoogLeNet and Inception)."""
+
+    class Aux(_Tiny):
+        def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+            logits = super().forward(x)
+            return (logits, logits.detach()) if self.training else logits
+
+    return Aux(num_classes)
+
+
+def no_grad_forward(num_classes: int) -> nn.Module:
+    """Its forward runs under ``torch.no_grad``: it evaluates, but nothing trains."""
+
+    class NoGrad(_Tiny):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return super().forward(x)
+
+    return NoGrad(num_classes)
+
+
+def no_parameters(num_classes: int) -> nn.Module:
+    """Logits from the pixels alone: no weight to train."""
+
+    class Fixed(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3))[:, :1].expand(-1, num_classes)
+
+    return Fixed()
+
+
+def one_batch_size(num_classes: int) -> nn.Module:
+    """A forward that works only for batches of 2 (the eval probe's size)."""
+
+    class Two(_Tiny):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.mean(dim=(2, 3)).reshape(2, 3))
+
+    return Two(num_classes)

@@ -8,6 +8,7 @@ and a class-balanced subset out of a training split.
 
 from rlmix.data import cifar, hf, imagefolder, mnist, shapes  # noqa: F401  (builders register)
 from rlmix.data.base import (
+    MAX_CLASSES,
     DatasetInfo,
     ImageTensors,
     dataset_options,
@@ -19,6 +20,7 @@ from rlmix.data.loader import BatchLoader
 from rlmix.data.splits import carve
 
 __all__ = [
+    "MAX_CLASSES",
     "BatchLoader",
     "carve",
     "DatasetInfo",

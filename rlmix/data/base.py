@@ -16,6 +16,10 @@ import torch
 
 from rlmix.registry import Registry
 
+#: The most classes a dataset (and an agent file) may declare: more than ImageNet-21k's 21,841. A
+#: label beyond it is a data error, and honouring it would allocate per-class memory in proportion.
+MAX_CLASSES = 100_000
+
 # Keyword arguments every builder receives from load_dataset; the rest are dataset options.
 _COMMON_ARGS = ("root", "download", "seed")
 

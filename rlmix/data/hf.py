@@ -12,15 +12,18 @@ split's classes. Mean and std come from the train split.
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from rlmix.data.base import DatasetInfo, ImageTensors, describe, register_dataset
+from rlmix.data.base import MAX_CLASSES, DatasetInfo, ImageTensors, describe, register_dataset
 from rlmix.errors import ConfigError, RlmixError
+from rlmix.hub import offline, unreachable
 
 GREY_MODES = ("1", "L", "LA")
 BATCH = 512  # rows decoded at a time
@@ -47,16 +50,28 @@ def _open(path: str | None, hub: str | None, root: str) -> tuple[Any, str]:
             "install it with pip install 'rlmix[hf]'"
         ) from e
     if hub is not None:
+        cache = os.path.join(root, "huggingface")
+        away = unreachable()  # checked first: offline, the hub client retries for ~30 s
         try:
-            return datasets.load_dataset(hub, cache_dir=os.path.join(root, "huggingface")), hub
+            with offline(away is not None):
+                return datasets.load_dataset(hub, cache_dir=cache), hub
         except Exception as e:  # the hub raises many types: offline, unknown id, bad config
+            why = (
+                f" from the Hugging Face hub ({_reason(e)})"
+                if away is None
+                else f": the Hugging Face hub is out of reach ({away}) and the local cache "
+                f"{cache!r} does not hold it"
+            )
             raise RlmixError(
-                f"hf: could not load {hub!r} from the Hugging Face hub ({_reason(e)}); the hub needs "
-                "a network: without one, pass a save_to_disk folder as data.options.path"
+                f"hf: could not load {hub!r}{why}; the hub needs a network or a local cache: "
+                "without either, pass a save_to_disk folder as data.options.path"
             ) from e
     folder = os.path.join(root, path)
     if not os.path.isdir(folder):
         raise ConfigError(f"hf: directory {folder!r} does not exist")
+    empty = _empty_splits(folder)
+    if empty:
+        raise ConfigError(f"hf: split {empty[0]!r} of {folder!r} is empty")
     try:
         loaded = datasets.load_from_disk(folder)
     except FileNotFoundError as e:
@@ -69,6 +84,22 @@ def _open(path: str | None, hub: str | None, root: str) -> tuple[Any, str]:
             "split instead"
         )
     return loaded, folder
+
+
+def _empty_splits(folder: str) -> list[str]:
+    """The splits of a ``save_to_disk`` folder stored without a single row (``load_from_disk``
+    fails on them with an IndexError); empty when there are none or the folder is not one."""
+    try:
+        with open(os.path.join(folder, "dataset_dict.json")) as f:
+            splits = json.load(f)["splits"]
+        empty = []
+        for split in splits:
+            with open(os.path.join(folder, split, "state.json")) as f:
+                if not json.load(f)["_data_files"]:
+                    empty.append(split)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # not a DatasetDict folder: load_from_disk says what it is
+    return empty
 
 
 def _pixels(value: object) -> np.ndarray:
@@ -90,19 +121,44 @@ def _pixels(value: object) -> np.ndarray:
     return array.astype(np.uint8, copy=False)
 
 
+def _decode(feature: Any, value: object, where: str) -> Image.Image:
+    """One encoded image of an ``Image`` column, decoded as ``datasets`` does; an image that
+    does not decode, or that PIL takes for a decompression bomb (more than
+    ``Image.MAX_IMAGE_PIXELS`` pixels: its warning is an error here), is one ConfigError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return feature.decode_example(value)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ConfigError(
+            f"hf: {where} is too large to decode safely ({_reason(e).split(', could be')[0]}); "
+            "it may be a decompression bomb: remove it or shrink it first"
+        ) from e
+    except Image.UnidentifiedImageError as e:
+        raise ConfigError(f"hf: {where} does not decode: PIL knows no such image format") from e
+    except Exception as e:  # PIL and datasets raise many types for a damaged file
+        raise ConfigError(f"hf: {where} does not decode as an image ({_reason(e)})") from e
+
+
 def _images(ds: Any, column: str, split: str) -> list[np.ndarray]:
     import datasets
 
+    feature = ds.features[column]
     rows = ds.select_columns([column])
-    if not isinstance(ds.features[column], datasets.Image):  # arrays, not PIL images
+    if isinstance(feature, datasets.Image):  # decoded one by one below, each error named
+        rows = rows.cast_column(column, datasets.Image(decode=False))
+    else:  # arrays, not encoded images
         rows = rows.with_format("numpy")
     out: list[np.ndarray] = []
     for batch in rows.iter(batch_size=BATCH):
         for value in batch[column]:
+            where = f"image {len(out)} of split {split!r}"
+            if isinstance(feature, datasets.Image):
+                value = _decode(feature, value, where)
             try:
                 out.append(_pixels(value))
             except ValueError as e:
-                raise ConfigError(f"hf: image {len(out)} of split {split!r} {e}") from e
+                raise ConfigError(f"hf: {where} {e}") from e
     return out
 
 
@@ -135,24 +191,41 @@ def _labels(ds: Any, column: str, split: str) -> tuple[list[str], torch.Tensor]:
 
     feature = ds.features[column]
     values = ds[column][:]  # a list (a lazy Column in datasets >= 4)
+    where = f"column {column!r} of split {split!r}"
     if isinstance(feature, datasets.ClassLabel):
         names = list(feature.names)
+        beyond = max(values, default=-1)
+        if beyond >= len(names):
+            raise ConfigError(
+                f"hf: {where} holds label {beyond}, beyond its ClassLabel's {len(names)} names "
+                f"(labels 0-{len(names) - 1}); fix the labels or the ClassLabel's names"
+            )
     elif isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
-        names = [str(c) for c in range(max(values, default=-1) + 1)]
+        largest = max(values, default=-1)
+        if largest >= MAX_CLASSES:
+            raise ConfigError(
+                f"hf: {where} holds label {largest}; integer labels are class indices 0..N-1 "
+                f"and rlmix takes at most {MAX_CLASSES} classes: map the labels to 0..N-1 "
+                "(or give the column a ClassLabel)"
+            )
+        names = [str(c) for c in range(largest + 1)]
     elif isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
         names = sorted(set(values))
         index = {name: i for i, name in enumerate(names)}
         values = [index[v] for v in values]
     else:
         raise ConfigError(
-            f"hf: column {column!r} of split {split!r} holds {feature}, not class labels "
-            "(a ClassLabel, integers or strings)"
+            f"hf: {where} holds {feature}, not class labels (a ClassLabel, integers or strings)"
+        )
+    if len(names) > MAX_CLASSES:
+        raise ConfigError(
+            f"hf: {where} names {len(names)} classes; rlmix takes at most {MAX_CLASSES}"
         )
     labels = torch.tensor(values, dtype=torch.long)
     if labels.min() < 0:  # the split is not empty
         raise ConfigError(
-            f"hf: column {column!r} of split {split!r} holds label {int(labels.min())}, which "
-            "marks an unlabelled example; rlmix needs a class for every image"
+            f"hf: {where} holds label {int(labels.min())}, which marks an unlabelled example; "
+            "rlmix needs a class for every image"
         )
     return names, labels
 

@@ -8,7 +8,7 @@ dataset's mean and std before calling the user's module (``model.options.normali
 leaves normalising to the module), so saliency and FGSM stay in pixel space.
 
 One eval-mode forward of a probe batch (2 random images of the data's size, drawn from a private
-generator: the global random streams are untouched) checks the logits' shape and finds, once,
+generator) checks the logits' shape and finds, once,
 
 - the final linear layer: ``get_classifier()`` (timm's convention) when it returns an
   ``nn.Linear``, else the last ``nn.Linear`` of the module; either must output the logits
@@ -17,6 +17,13 @@ generator: the global random streams are untouched) checks the logits' shape and
   input of a global average pool), for class activation maps.
 
 What cannot be found fails with one line only when something needs it.
+
+Then one train-mode forward and backward of a batch of another size (3) checks what training
+needs and the eval probe cannot see: the module has parameters to train, gives logits (not a
+tuple of auxiliary outputs, as torchvision's GoogLeNet and Inception do in train mode) of the
+right shape for any batch size, and gradients reach the pixels (saliency) and the weights (no
+``torch.no_grad`` or ``detach`` in its forward). The probes leave the module as they found it:
+modes, buffers (BatchNorm statistics), gradients and the global random streams.
 """
 
 from __future__ import annotations
@@ -33,10 +40,12 @@ import torch
 from torch import nn
 
 from rlmix.errors import ConfigError
+from rlmix.hub import offline, unreachable
 from rlmix.models.base import register_pixel_stats
 
 TIMM_PREFIX = "timm/"
 PROBE_BATCH = 2
+TRAIN_PROBE_BATCH = 3  # not the eval probe's size: a forward tied to one batch size fails
 
 
 def is_external(name: str) -> bool:
@@ -140,14 +149,17 @@ def build_external(
     kwargs = dict(options)
     if timm_model or _takes_in_chans(fn):
         kwargs["in_chans"] = in_chans
+    # timm's weights come from the Hugging Face hub: checked first, as offline its client
+    # retries for a minute; out of reach, only the local cache is read
+    away = unreachable() if timm_model and options.get("pretrained") else None
     try:
-        net = fn(num_classes=num_classes, **kwargs)
+        with offline(away is not None):
+            net = fn(num_classes=num_classes, **kwargs)
     except Exception as e:
-        hint = (
-            " (pretrained weights need a network or a local cache of them)"
-            if options.get("pretrained")
-            else ""
-        )
+        hint = ""
+        if options.get("pretrained"):
+            reach = f"; the Hugging Face hub is out of reach: {away}" if away else ""
+            hint = f" (pretrained weights need a network or a local cache of them{reach})"
         raise ConfigError(f"model '{name}' raised {_describe(e)}{hint}") from e
     if not isinstance(net, nn.Module):
         raise ConfigError(f"model '{name}' must return a torch.nn.Module, got {type(net).__name__}")
@@ -232,7 +244,8 @@ class ExternalClassifier(nn.Module):
     @torch.no_grad()
     def examine(self, image_size: int) -> None:
         """One eval-mode forward of a probe batch: check the logits' shape, find the final
-        linear layer and the feature map it pools. Modes and buffers are left as they were."""
+        linear layer and the feature map it pools; then the train-mode probe
+        (:meth:`_probe_training`). Modes and buffers are left as they were."""
         device = next((t.device for t in (*self.parameters(), *self.buffers())), None)
         x = torch.rand(
             (PROBE_BATCH, self.in_chans, image_size, image_size),
@@ -287,6 +300,80 @@ class ExternalClassifier(nn.Module):
             )
         self._find_head(logits, outputs)
         self._find_pool(last_input)
+        self._probe_training(image_size, device)
+
+    def _probe_training(self, image_size: int, device: torch.device | None) -> None:
+        """One train-mode forward and backward of a batch of another size (see the module
+        docstring); modes, buffers and the global random streams are restored after it.
+
+        Raises:
+            ConfigError: the module has no parameters to train, fails or gives no logits in
+                train mode, or its logits carry no gradient to the pixels or the weights.
+        """
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not trainable:
+            has = "no" if next(self.parameters(), None) is None else "only frozen"
+            raise ConfigError(f"model '{self.name}' has {has} parameters: nothing to train")
+        shape = (TRAIN_PROBE_BATCH, self.in_chans, image_size, image_size)
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(1)).to(device)
+        where = f"in train mode for a probe batch of shape {shape}"
+        modes = [(m, m.training) for m in self.modules()]
+        buffers = [(b, b.detach().clone()) for b in self.buffers()]
+        cuda = [device] if device is not None and device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda), torch.enable_grad():
+                self.train()
+                try:
+                    logits = self(x.requires_grad_(True))
+                except Exception as e:
+                    raise ConfigError(
+                        f"model '{self.name}' failed {where} (in eval mode a batch of "
+                        f"{PROBE_BATCH} passed): {_describe(e)}"
+                    ) from e
+                self._check_train_logits(logits, where)
+                grads = torch.autograd.grad(
+                    logits.float().logsumexp(dim=1).sum(), [x, *trainable], allow_unused=True
+                )
+        finally:
+            for module, training in modes:
+                module.training = training
+            with torch.no_grad():
+                for buffer, value in buffers:
+                    buffer.copy_(value)
+        if grads[0] is None:
+            raise ConfigError(
+                f"model '{self.name}': its logits {where} carry no gradient to the pixels (does "
+                "its forward detach its input?); saliency needs them"
+            )
+        if all(g is None for g in grads[1:]):
+            raise ConfigError(
+                f"model '{self.name}': its logits {where} carry no gradient to its weights "
+                "(does its forward run under torch.no_grad() or detach?); nothing would train"
+            )
+
+    def _check_train_logits(self, logits: Any, where: str) -> None:
+        expected = (TRAIN_PROBE_BATCH, self.num_classes)
+        if isinstance(logits, torch.Tensor) and tuple(logits.shape) == expected:
+            if logits.grad_fn is None:
+                raise ConfigError(
+                    f"model '{self.name}' returned logits without gradients {where} (does its "
+                    "forward run under torch.no_grad() or detach?); rlmix trains through them"
+                )
+            return
+        got = (
+            f"shape {tuple(logits.shape)}"
+            if isinstance(logits, torch.Tensor)
+            else type(logits).__name__
+        )
+        hint = (
+            " (auxiliary outputs? turn them off in model.options, e.g. {aux_logits: false})"
+            if isinstance(logits, tuple)
+            else ""
+        )
+        raise ConfigError(
+            f"model '{self.name}' returned {got} {where}; expected logits of shape {expected}, "
+            f"as in eval mode{hint}"
+        )
 
     def _find_head(self, logits: torch.Tensor, outputs: dict[str, torch.Tensor]) -> None:
         paths = {module: path for path, module in self.net.named_modules()}
