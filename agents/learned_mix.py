@@ -482,7 +482,9 @@ class LearnedMix(RMix):
         if self._model is None:
             self._model = net
             if self.needs.teacher:
-                self._teacher = copy.deepcopy(net).eval().requires_grad_(False)
+                # (a module that holds this mixer, as a LightningModule does, keeps sharing it)
+                teacher = copy.deepcopy(net, memo={id(self): self})
+                self._teacher = teacher.eval().requires_grad_(False)
                 if self._teacher_state is not None:
                     self._teacher.load_state_dict(self._teacher_state)
                     self._teacher_state = None
