@@ -413,3 +413,20 @@ def test_load_state_dict_refuses_other_settings():
     with pytest.raises(ConfigError, match=r"not a LearnedMix state_dict"):
         LearnedMix(10).load_state_dict({"format": "x"})
     assert json.loads(state["config"])["env"]["reward"] == "teach"
+
+
+def test_the_timm_train_loop_example_runs():
+    """examples/timm_train_loop.py: timm's loop shape, its mixup_fn replaced, under AMP."""
+    pytest.importorskip("timm", reason="pip install 'rlmix[timm]'")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "timm_train_loop.py"
+    spec = importlib.util.spec_from_file_location("timm_train_loop", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    row = example.main(
+        ["--fake-data", "--steps", "4", "--batch-size", "8", "--epochs", "1", "--amp",
+         "--model", "test_resnet"]
+    )  # fmt: skip
+    assert row["epoch"] == 1.0 and sum(row["q_hist"]) == 32 and np.isfinite(row["loss"])
