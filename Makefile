@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench study beat-random lam-study headroom lint setup clean
+.PHONY: run test bench study beat-random lam-study loop-check headroom lint setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ lam-study: $(STAMP)
 	$(PY) -m rlmix.compare --config fashion_mnist_study --out runs/lam_elem $(LAM_ARGS) \
 		--set mix.lam_mode=elem $(ARGS)
 	$(PY) -m rlmix.paired runs/lam_batch runs/lam_elem --out runs/lam_paired
+
+# RL-Mix in your own loop: the README's plain loop with LearnedMix (partner-aware teach) and with
+# R-Mix on the study config, 5 paired seeds (about 30 min at 2 jobs here; run it again to resume).
+LOOP_ARGS ?= --seeds 0 1 2 3 4 --jobs 2 --set env.reward=teach --set env.partner_first=true \
+	--set env.counterfactual_every=5 --set env.eval_fgsm=false
+loop-check: $(STAMP)
+	$(PY) -m rlmix.loop --config fashion_mnist_study --out runs/loop_check $(LOOP_ARGS) $(ARGS)
 
 # The README's headroom table: how much any per-image policy could gain over random top-k on
 # each reward, scored on the states of an R-Mix run of the same study (no PPO).
