@@ -109,6 +109,7 @@ def test_a_plain_loop_trains_exactly_as_train_agent(variant, data_root, tmp_path
             "data.root": data_root,
             "data.options.test_size": 300,
             "env.eval_every": 1,
+            "env.counterfactual_every": 1,  # train_agent's when unset (the mixer's is 10)
             **EQUALITY[variant],
         },
     )
