@@ -36,7 +36,7 @@ study: $(STAMP)
 # The 10-seed answer to "does a learned policy beat random top-k at the same labelled budget?":
 # R-Mix and CutMix+ against agents on the two-sided teach reward (today's observation and
 # partner-aware), on hardness, and val_grad_align with the difference baseline searched on 400
-# images and transferred to all 500 (about 3 h at 2 jobs here; run it again to resume).
+# images and transferred to all 500 (7653 s, about 2 h 10 min, at 2 jobs here; run it again to resume).
 BEAT_ARGS ?= --policies rmix,cutmix_plus,agent --versus cutmix_plus \
 	--seeds 0 1 2 3 4 5 6 7 8 9 --jobs 2 --counterfactual-every 5 --set env.eval_fgsm=false \
 	--agent teach:teach --agent teach+partner:teach,env.partner_first=true \

@@ -1,12 +1,13 @@
-"""Convert a trusted rlmix 0.1 agent file or checkpoint to the format that loads without pickles.
+"""Convert a trusted pickled agent file or checkpoint (rlmix before agent format 1) to the format
+that loads without pickles.
 
     python -m rlmix.convert runs/old/agent.zip --trust             # in place
     python -m rlmix.convert runs/old/checkpoint.pt --trust         # an RL-Mix checkpoint
     python -m rlmix.convert old.zip new.zip --trust
 
-rlmix 0.1 stored the agent as a Stable-Baselines3 zip (in ``agent.zip``, and as bytes inside
-``checkpoint.pt``), whose settings ``PPO.load`` unpickles: loading such a file can run any code
-it carries. rlmix now refuses them. This command unpickles one (``--trust`` says you know where
+Before agent format 1, rlmix stored the agent as a Stable-Baselines3 zip (in ``agent.zip``, and
+as bytes inside ``checkpoint.pt``), whose settings ``PPO.load`` unpickles: loading such a file
+can run any code it carries. rlmix now refuses them. This command unpickles one (``--trust`` says you know where
 it comes from) and writes it again as JSON settings and tensors (:mod:`agents.serialize`).
 ``python -m agents.convert``, its name before it moved up to the commands, still runs it.
 """
@@ -30,7 +31,8 @@ from rlmix.errors import ConfigError
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="python -m rlmix.convert",
-        description="Rewrite a trusted rlmix 0.1 agent.zip or RL-Mix checkpoint.pt (which embed "
+        description="Rewrite a trusted pickled agent.zip or RL-Mix checkpoint.pt (rlmix before agent "
+        "format 1, which embed "
         "a pickled Stable-Baselines3 zip) as JSON settings and tensors, which rlmix loads "
         "without unpickling anything.",
     )

@@ -108,7 +108,7 @@ def train_agent(
 
 
 def _agent_entry(run: Run) -> dict[str, Any]:
-    """The checkpoint's agent; an rlmix 0.1 checkpoint (a pickled SB3 zip inside) is refused."""
+    """The checkpoint's agent; a checkpoint from before agent format 1 (a pickled SB3 zip inside) is refused."""
     if isinstance(run.section("agent"), torch.Tensor):
         path = run.out / "checkpoint.pt"
         raise ConfigError(
