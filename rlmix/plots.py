@@ -113,3 +113,39 @@ def plot_differences(
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def plot_sweep(rows: list[dict], reference: str, metric: str, path: str | Path) -> Path:
+    """``rlmix.sweep``'s rows as two panels against the swept setting: each policy's ``metric``
+    with its interval, and its paired difference to ``reference`` with its interval."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    values = list(dict.fromkeys(r["setting"] for r in rows))
+    try:
+        where = {v: float(v) for v in values}
+    except (TypeError, ValueError):  # a setting that is not a number: evenly spaced, labelled
+        where = {v: float(i) for i, v in enumerate(values)}
+        for ax in (left, right):
+            ax.set_xticks(range(len(values)), [str(v) for v in values])
+    for i, policy in enumerate(policies):
+        mine = [r for r in rows if r["policy"] == policy]
+        x = np.array([where[r["setting"]] for r in mine])
+        color = f"C{i % 10}"
+        for ax, key in ((left, "mean"), (right, "diff")):
+            have = [(xi, r[key]) for xi, r in zip(x, mine, strict=True) if key in r]
+            if not have:
+                continue
+            xs, ds = zip(*have, strict=True)
+            means = np.array([d.mean for d in ds])
+            err = np.array([[d.mean - d.low for d in ds], [d.high - d.mean for d in ds]])
+            ax.errorbar(xs, means, yerr=np.nan_to_num(err), fmt="o-", color=color, capsize=3,
+                        label=policy, markersize=4)  # fmt: skip
+    left.set_ylabel(f"{metric} (mean, 95 % CI)")
+    right.set_ylabel(f"Δ {metric} vs {reference} (paired, 95 % CI)")
+    right.axhline(0.0, color="grey", linewidth=1)
+    setting = rows[0].get("key", "setting")
+    for ax in (left, right):
+        ax.set_xlabel(setting)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    return save_figure(fig, path)

@@ -1,0 +1,89 @@
+"""rlmix.sweep: studies one setting apart, read as a curve with paired intervals."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from rlmix.cli import run_main
+from rlmix.compare import compare
+from rlmix.errors import ConfigError
+from rlmix.stats import mean_interval, paired_difference
+from rlmix.sweep import main as sweep_main
+from rlmix.sweep import sweep
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory, data_root):
+    from rlmix.config import load_config
+    from tests.conftest import TINY
+
+    out = tmp_path_factory.mktemp("sweep")
+    for epochs in (1, 2):
+        cfg = load_config(
+            {**TINY, "data": {**TINY["data"], "root": data_root}},
+            {"epochs": epochs, "eval_fgsm": False},
+        )
+        compare(
+            cfg, ["rmix", "vanilla"], [0, 1], None, out / f"e{epochs}", progress=False,
+            fixed_arms=["3ep:vanilla,trainer.epochs=3"] if epochs == 1 else None,
+        )  # fmt: skip
+    return out
+
+
+def _top1(folder, policy):
+    with open(folder / "runs.csv") as f:
+        return {
+            int(r["seed"]): float(r["top1"]) for r in csv.DictReader(f) if r["policy"] == policy
+        }
+
+
+def test_one_row_per_value_and_policy_with_paired_intervals(studies):
+    table, rows = sweep([studies / "e2", studies / "e1"])
+    got = {(r["setting"], r["policy"]): r for r in rows}
+    assert set(got) == {
+        (1, "rmix"),
+        (1, "vanilla"),
+        (3, "vanilla[3ep]"),
+        (2, "rmix"),
+        (2, "vanilla"),
+    }
+    assert [r["setting"] for r in rows] == sorted(r["setting"] for r in rows)  # by the setting
+    rmix, vanilla = _top1(studies / "e2", "rmix"), _top1(studies / "e2", "vanilla")
+    d = got[2, "vanilla"]["diff"]
+    expected = paired_difference([vanilla[0], vanilla[1]], [rmix[0], rmix[1]])
+    assert (d.mean, d.low, d.high) == pytest.approx((expected.mean, expected.low, expected.high))
+    m = got[2, "rmix"]["mean"]
+    assert m.mean == pytest.approx(mean_interval([rmix[0], rmix[1]]).mean)
+    assert "diff" not in got[2, "rmix"] and "holm_p" in got[2, "vanilla"]
+    assert "## top1 against trainer.epochs" in table
+
+
+def test_writes_table_csv_and_plot(studies, tmp_path, capsys):
+    assert (
+        run_main(sweep_main, [str(studies / "e1"), str(studies / "e2"), "--out", str(tmp_path)])
+        == 0
+    )
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
+    with open(tmp_path / "sweep.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["e1"], r"give two or more studies"),
+        (["e1", "e1"], r"must differ in exactly one config key \(they differ in: none\)"),
+        (["e1", "e2", "--reference", "mixup"], r"has no runs of --reference mixup"),
+        (["e1", "e2", "--metric", "nope"], r"unknown metric 'nope'"),
+        (["e1", "nowhere"], r"has no readable study.json"),
+    ],
+)
+def test_bad_input_is_one_line(studies, args, match):
+    folders = [
+        str(studies / a) if not a.startswith("-") and i < 2 else a for i, a in enumerate(args)
+    ]
+    folders = [str(studies / a) if a in ("e1", "e2", "nowhere") else a for a in args]
+    with pytest.raises(ConfigError, match=match):
+        sweep_main(folders)
