@@ -9,10 +9,14 @@ import itertools
 import math
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import agents  # noqa: F401  (registers the frozen-agent policy "agent")
+from baselines import list_policies, policy_mixer
+from rlmix.errors import ConfigError
 from rlmix.mixers import (
     CoMixup,
     ComixupParams,
@@ -30,6 +34,8 @@ from rlmix.mixers import (
     transport_plan,
 )
 from rlmix.mixing import MixParams, create_mixer, list_mixers, one_hot
+from rlmix.train import train_fixed
+from rlmix.trainer import Trainer
 
 HAS_GCO = importlib.util.find_spec("gco") is not None
 needs_gco = pytest.mark.skipif(
@@ -48,8 +54,10 @@ def _batch(b=4, side=8, n=3, seed=0):
 # -- registry and common validation ---------------------------------------------------------------
 
 
-def test_registered_as_mixers():
+def test_registered_as_mixers_and_fixed_policies():
     assert set(NEW) <= set(list_mixers())
+    assert set(NEW) <= set(list_policies())
+    assert [policy_mixer(p) for p in NEW] == list(NEW)
 
 
 @pytest.mark.parametrize(
@@ -382,3 +390,60 @@ def test_manifold_mixup_names_what_a_model_lacks():
         ManifoldMixup(layers=(0, 3)).check_model(TwoStage())
     with pytest.raises(ValueError, match=r"layers must be a non-empty sequence of integers >= 0"):
         ManifoldMixup(layers=())
+
+
+# -- through the environment ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [pytest.param(p, marks=needs_gco if p in ("puzzlemix", "comixup") else ()) for p in NEW],
+)
+def test_fixed_policy_trains_one_epoch_through_the_env(policy, tiny_config):
+    cfg = tiny_config(policy=policy, epochs=1, **{"env.eval_fgsm": False})
+    metrics = train_fixed(cfg, progress=False)
+    assert len(metrics["epochs"]) == 1 and np.isfinite(metrics["epochs"][0]["train_loss"])
+    assert 0 <= metrics["final"]["top1"] <= 1
+
+
+@needs_gco
+def test_comixup_adds_the_clean_batch_loss_to_the_step(tiny_config):
+    updates = {}
+    for clean_lam in (0.0, 1.0):
+        cfg = tiny_config(**{"mix.mixer": "comixup", "mix.options": {"clean_lam": clean_lam}})
+        t = Trainer(cfg)
+        t.begin_epoch()
+        batch = t.observe(saliency=True)
+        assert (batch.clean_loss is not None) == (clean_lam > 0)
+        before = [p.detach().clone() for p in t.model.parameters()]
+        x_mix, y_mix, params = t.mix(batch, None)
+        t.train_step(x_mix, y_mix, params=params, clean_loss=batch.clean_loss)
+        updates[clean_lam] = torch.cat(
+            [(p - b).flatten() for p, b in zip(t.model.parameters(), before, strict=True)]
+        )
+    assert not torch.allclose(updates[0.0], updates[1.0])
+
+
+def test_engine_errors_are_config_errors(tiny_config, monkeypatch):
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'mix.mixer': manifold_mixup mixes hidden states, but the model 'tests.user_model_fixtures:small_cnn' \(SmallNet\) has no `stages`",
+    ):
+        Trainer(
+            tiny_config(
+                **{
+                    "mix.mixer": "manifold_mixup",
+                    "model.name": "tests.user_model_fixtures:small_cnn",
+                }
+            )
+        )
+    with pytest.raises(
+        ConfigError, match=r"config key 'mix.options': mixer 'rmix' has no option 'clean_lam'"
+    ):
+        Trainer(tiny_config(**{"mix.options": {"clean_lam": 1.0}}))
+    monkeypatch.setitem(sys.modules, "gco", None)
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'mix.mixer': puzzlemix solves graph cuts with gco-wrapper, which is not installed: pip install 'rlmix\[graphcut\]'",
+    ):
+        Trainer(tiny_config(**{"mix.mixer": "puzzlemix"}))
