@@ -79,7 +79,7 @@ class MixConfig:
     alpha: float = 1.0  # lam ~ Beta(alpha, alpha)
     lam_mode: str = "batch"  # one lam per batch (batch) or one per image (elem)
     saliency_mode: str = "train"  # model mode for the saliency pass: train or eval
-    options: dict[str, Any] = field(default_factory=dict)  # options of mix.mixer (docs/mixers.md)
+    options: dict[str, Any] = field(default_factory=dict)  # of mix.mixer (docs/environment.md)
 
 
 @dataclass

@@ -9,7 +9,7 @@
 
 The policies: ``rmix`` (R-Mix, random top-k), ``constant`` (top-k ``constant_topk``),
 ``cutmix_plus``, ``mixup``, ``vanilla``, the paper's comparison set ``saliencymix``,
-``puzzlemix``, ``comixup``, ``manifold_mixup`` (docs/mixers.md), and ``agent``: a trained RL-Mix
+``puzzlemix``, ``comixup``, ``manifold_mixup`` (docs/environment.md), and ``agent``: a trained RL-Mix
 agent applied frozen.
 The run directory gets ``config.yaml`` (resolved), ``checkpoint.pt`` (atomic), ``metrics.json``,
 ``timings.json``, ``accuracy.png`` and TensorBoard logs under ``tb/``.

@@ -1,6 +1,6 @@
 """The paper's comparison set as mixers: SaliencyMix, PuzzleMix, Co-Mixup and Manifold Mixup.
 
-Each follows its authors' algorithm and CIFAR defaults (docs/mixers.md lists every
+Each follows its authors' algorithm and CIFAR defaults (docs/environment.md lists every
 hyper-parameter with its source) and registers in :data:`rlmix.mixing.MIXERS`, so
 ``create_mixer("puzzlemix")`` builds it and the training engine runs it like R-Mix:
 

@@ -56,7 +56,7 @@ def model_stages(model: nn.Module) -> list[nn.Module]:
         raise ValueError(
             f"manifold_mixup mixes hidden states, but the model {name} has no `stages` "
             "(an ordered sequence of modules whose outputs are its hidden states; "
-            "see docs/mixers.md)"
+            "see docs/environment.md)"
         )
     iterable = isinstance(found, (Sequence, nn.Sequential, nn.ModuleList))
     stages = list(found) if iterable else []
