@@ -1,5 +1,6 @@
-"""Fixed mix-up policies (R-Mix, constant top-k, CutMix+, Mixup, vanilla) and the runner that
-drives them through the image-slot env with SB3's callback protocol."""
+"""Fixed mix-up policies (R-Mix, constant top-k, CutMix+, Mixup, vanilla, SaliencyMix, PuzzleMix,
+Co-Mixup, Manifold Mixup) and the runner that drives them through the image-slot env with SB3's
+callback protocol."""
 
 from baselines.policies import (
     POLICIES,

@@ -1,4 +1,5 @@
-"""Fixed mix-up policies (R-Mix, constant top-k, CutMix+, Mixup, vanilla) for the image slots.
+"""Fixed mix-up policies for the image slots: R-Mix, constant top-k, CutMix+, Mixup, vanilla, and
+the paper's comparison set (SaliencyMix, PuzzleMix, Co-Mixup, Manifold Mixup: :mod:`rlmix.mixers`).
 
 A policy acts like an SB3 model on :class:`envs.ImageSlotVecEnv`: ``predict(obs) -> (actions
 (B,), None)`` with one top-k index per image slot, and ``action_probs(obs) -> (B, K)``, the
@@ -125,6 +126,35 @@ class Vanilla(FixedPolicy):
     """No mixing; the action is ignored."""
 
     mixer = "none"
+
+
+@register_policy("saliencymix")
+class SaliencyMixPolicy(FixedPolicy):
+    """SaliencyMix (Uddin et al. 2021); the action is ignored."""
+
+    mixer = "saliencymix"
+
+
+@register_policy("puzzlemix")
+class PuzzleMixPolicy(FixedPolicy):
+    """PuzzleMix (Kim, Choo and Song 2020; needs ``rlmix[graphcut]``); the action is ignored."""
+
+    mixer = "puzzlemix"
+
+
+@register_policy("comixup")
+class CoMixupPolicy(FixedPolicy):
+    """Co-Mixup (Kim et al. 2021; needs ``rlmix[graphcut]``); the action is ignored."""
+
+    mixer = "comixup"
+
+
+@register_policy("manifold_mixup")
+class ManifoldMixupPolicy(FixedPolicy):
+    """Manifold Mixup (Verma et al. 2019; the model must expose ``stages``); the action is
+    ignored."""
+
+    mixer = "manifold_mixup"
 
 
 def list_policies() -> list[str]:

@@ -11,8 +11,9 @@ vanilla / R-Mix / RL-Mix), ``mix`` (mixing ops vs torchvision and the reference 
 ``memory`` (peak memory, one process per variant), ``run`` (the default ``train_agent`` run),
 ``dist`` (env steps on 1 and 2 torchrun processes, and the agent's per-step exchange) and
 ``boundary`` (the epoch-boundary overhead of a 10-step epoch), ``rewards`` (each reward's
-cost a step, without and with its counterfactual) and ``loop`` (LearnedMix against RMix in a
-plain training loop).
+cost a step, without and with its counterfactual), ``loop`` (LearnedMix against RMix in a
+plain training loop) and ``mixers`` (the paper's speed table: a training step with every mixer
+of the comparison set against vanilla).
 Benchmarks are not tests: they time things and report ratios measured in one process. With
 ``--json-dir DIR`` each writes ``DIR/<name>.json``, and ``DIR/summary.json`` collects every
 target. The exit status is 1 if a benchmark failed (targets missed do not fail the run).
@@ -35,6 +36,7 @@ from benchmarks import (
     bench_loop,
     bench_memory,
     bench_mix,
+    bench_mixers,
     bench_rewards,
     bench_run,
     bench_step,
@@ -51,6 +53,7 @@ BENCHES: dict[str, ModuleType] = {
     "boundary": bench_boundary,
     "rewards": bench_rewards,
     "loop": bench_loop,
+    "mixers": bench_mixers,
 }
 # Extra arguments per benchmark for --quick (smoke run: every code path, tiny repeats).
 QUICK: dict[str, list[str]] = {
@@ -63,6 +66,7 @@ QUICK: dict[str, list[str]] = {
     "boundary": ["--repeats", "1", "--warmup", "0", "--epochs", "3"],
     "rewards": ["--repeats", "2", "--warmup", "0", "--rewards", "teach"],
     "loop": ["--repeats", "1", "--warmup", "0", "--batch-size", "20"],
+    "mixers": ["--models", "resnet_tiny", "--batch-size", "20", "--repeats", "1", "--warmup", "0"],
 }
 AMP = {"step", "env", "memory", "rewards"}  # benchmarks that take --amp
 
@@ -71,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Run the rlmix benchmarks in sequence (step, env, mix, memory, run, dist, "
-        "boundary, rewards, loop) with "
+        "boundary, rewards, loop, mixers) with "
         "their default settings, print each table and a summary of the targets.",
     )
     p.add_argument("--quick", action="store_true", help="smoke run: tiny repeats and short epochs")

@@ -42,7 +42,8 @@ class MixupEnv(gym.Env[ObsType, ActType]):
     **Action** ``MultiDiscrete([K] * B)``: per image, an index into the top-k space
     ``linspace(0, 0.99, K)``; anything else (another shape, floats, negative, >= K) raises
     ``ValueError``. With ``mix.mixer`` other than ``rmix`` the action is accepted and ignored
-    (that is how CutMix+, Mixup and vanilla run through the same env).
+    (that is how CutMix+, Mixup, vanilla and the paper's comparison set (SaliencyMix,
+    PuzzleMix, Co-Mixup, Manifold Mixup) run through the same env).
 
     **Step**: R-Mix the observed batch with those top-k (lam, perm and grid drawn per batch), take
     one optimiser + OneCycleLR step, compute the reward (``env.reward``, see
@@ -130,7 +131,7 @@ class MixupEnv(gym.Env[ObsType, ActType]):
         self.mixed_record = needs.record  # what of the mixed batch's pass the rewards read
         self.needs_teacher = needs.teacher
         every = cfg.env.counterfactual_every or 0
-        self.counterfactual_every = every if self.trainer.mixer.needs_saliency else 0
+        self.counterfactual_every = every if self.trainer.mixer.uses_topk else 0
         self.counterfactual_rewards = list(needs.counterfactual)
         self._cf_generator: torch.Generator | None = None
         self.topk_space = topk_space(cfg.mix.k)
@@ -193,7 +194,12 @@ class MixupEnv(gym.Env[ObsType, ActType]):
             cf_action = torch.randint(self.cfg.mix.k, q.shape, generator=self._cf_generator)
             cf_inputs = self.mix_inputs(params, cf_action, state=state)
         out = t.train_step(
-            x_mix, y_mix, input_grad=self.needs_mixed_saliency, mixed=self.mixed_record
+            x_mix,
+            y_mix,
+            params=params,
+            clean_loss=self._batch.clean_loss,
+            input_grad=self.needs_mixed_saliency,
+            mixed=self.mixed_record,
         )
         loss = float(out.loss)
         info: dict[str, Any] = {

@@ -72,12 +72,15 @@ class TrainerConfig:
 
 @dataclass
 class MixConfig:
-    mixer: str = "rmix"  # rmix, cutmix, mixup or none
+    mixer: str = (
+        "rmix"  # rmix, cutmix, mixup, none, saliencymix, puzzlemix, comixup, manifold_mixup
+    )
     k: int = 10  # size K of the top-k space linspace(0, 0.99, K)
     grids: list[int] = field(default_factory=lambda: [2, 4])  # mixing grid drawn per batch
     alpha: float = 1.0  # lam ~ Beta(alpha, alpha)
     lam_mode: str = "batch"  # one lam per batch (batch) or one per image (elem)
     saliency_mode: str = "train"  # model mode for the saliency pass: train or eval
+    options: dict[str, Any] = field(default_factory=dict)  # of mix.mixer (docs/environment.md)
 
 
 @dataclass
@@ -127,7 +130,8 @@ class Config:
     seed: int = 0  # seeds data order, augmentation, mixing and initialisation
     out: str = "runs/default"  # run directory: config, checkpoints, logs, metrics, plots
     policy: str = (
-        "rmix"  # fixed policy for rlmix.train: rmix, constant, cutmix_plus, mixup, vanilla, agent
+        "rmix"  # fixed policy for rlmix.train: rmix, constant, cutmix_plus, mixup, vanilla, agent,
+        # saliencymix, puzzlemix, comixup, manifold_mixup
     )
     constant_topk: float = 0.5  # the q used by the `constant` policy
     data: DataConfig = field(default_factory=DataConfig)
@@ -143,7 +147,16 @@ class Config:
 
 
 _CHOICES = {
-    "mix.mixer": ("rmix", "cutmix", "mixup", "none"),
+    "mix.mixer": (
+        "rmix",
+        "cutmix",
+        "mixup",
+        "none",
+        "saliencymix",
+        "puzzlemix",
+        "comixup",
+        "manifold_mixup",
+    ),
     "mix.saliency_mode": ("train", "eval"),
     "mix.lam_mode": ("batch", "elem"),
     "trainer.loss": ("soft_ce", "bce"),

@@ -15,11 +15,15 @@ always checked.
 ``RMix``, ``CutMix``, ``Mixup`` and ``NoMix`` wrap the operators as objects that draw their random
 parameters (:meth:`Mixer.sample`) apart from applying them (:meth:`Mixer.apply`), and as drop-in
 callables with their own seeded generator, similar to ``timm.data.Mixup``. The training engine
-uses the same objects, so the library and the environment share one sampling code path.
+uses the same objects, so the library and the environment share one sampling code path. The
+paper's comparison set (SaliencyMix, PuzzleMix, Co-Mixup, Manifold Mixup) lives in
+:mod:`rlmix.mixers` and registers in the same :data:`MIXERS` registry.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -38,11 +42,13 @@ __all__ = [
     "Mixup",
     "NoMix",
     "RMix",
+    "batch_lam_only",
     "create_mixer",
     "cutmix",
     "cutmix_box",
     "cutmix_boxes",
     "list_mixers",
+    "mixer_options",
     "mixup",
     "one_hot",
     "rmix",
@@ -670,7 +676,10 @@ class Mixer:
             (or from the global torch RNG when None).
     """
 
-    needs_saliency = False
+    needs_saliency = False  # apply() reads the clean batch's input saliency (``saliency``)
+    uses_topk = False  # apply() reads a top-k per image (``q``): the environment's action
+    saliency_mode: Literal["train", "eval"] = "train"  # model mode of the saliency pass
+    clean_lam = 0.0  # weight of the clean batch's loss, added to the mixed batch's
 
     def __init__(
         self,
@@ -727,9 +736,29 @@ class Mixer:
         """Mix images (B, C, H, W) and soft labels (B, N) with ``params``."""
         raise NotImplementedError
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ``ValueError`` if the mixer cannot train ``model`` (every model by default)."""
+
+    def forward_context(
+        self, model: nn.Module, params: MixParams
+    ) -> contextlib.AbstractContextManager[None]:
+        """A context for the training forward of the mixed batch: mixers that mix inside the
+        model (Manifold Mixup) hook it there; nothing for the others."""
+        return contextlib.nullcontext()
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix images (B, C, H, W) with labels (B,) long or (B, N) soft."""
         return self.apply(x, self.soft_labels(y, x.dtype), self.sample(x))
+
+
+def batch_lam_only(name: str, lam_mode: str) -> None:
+    """Raise ``ValueError`` unless ``lam_mode`` is ``batch`` (mixers whose authors draw one lam,
+    or one mixing draw, per batch)."""
+    if lam_mode != "batch":
+        raise ValueError(
+            f"{name} draws its mixing parameters once per batch, as its authors do; "
+            f"lam_mode must be 'batch', got {lam_mode!r}"
+        )
 
 
 @MIXERS.register("none")
@@ -785,6 +814,7 @@ class RMix(Mixer):
     """
 
     needs_saliency = True
+    uses_topk = True
 
     def __init__(
         self,
@@ -835,15 +865,40 @@ class RMix(Mixer):
         return self.apply(x, soft, params, saliency=saliency, q=q)
 
 
-def create_mixer(name: str, **kwargs) -> Mixer:
-    """A mixer by name (``rmix``, ``cutmix``, ``mixup``, ``none``); kwargs reach its constructor
-    (``k`` and ``grids`` only where the mixer takes them)."""
+# R-Mix's settings, which the training engine passes to every mixer (config keys mix.k, ...).
+_RMIX_KEYS = ("k", "grids", "saliency_mode")
+
+
+def mixer_options(cls: type[Mixer]) -> list[str]:
+    """The keyword options of a mixer class: its constructor's and :class:`Mixer`'s."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is object or not issubclass(klass, Mixer):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in names]
+    return sorted(names)
+
+
+def create_mixer(name: str, **kwargs: Any) -> Mixer:
+    """A mixer by name (:func:`list_mixers`); kwargs reach its constructor. R-Mix's ``k``,
+    ``grids`` and ``saliency_mode`` reach only the mixers that take them; any other unknown
+    option raises ``TypeError`` naming the mixer's options."""
     cls = MIXERS.get(name)
-    if cls is not RMix:
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("k", "grids", "saliency_mode")}
+    options = mixer_options(cls)
+    kwargs = {k: v for k, v in kwargs.items() if k in options or k not in _RMIX_KEYS}
+    unknown = [k for k in kwargs if k not in options and k != "num_classes"]
+    if unknown:
+        raise TypeError(
+            f"mixer '{name}' has no option '{unknown[0]}'; its options: {', '.join(options)}"
+        )
     return cls(**kwargs)
 
 
 def list_mixers() -> list[str]:
     """Names accepted by :func:`create_mixer`."""
     return MIXERS.names()
+
+
+# The paper's comparison set registers on import (it builds on the names above).
+from rlmix import mixers  # noqa: E402, F401

@@ -155,13 +155,19 @@ def forward_mixed(
     input_grad: bool,
     last_layer: bool,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    inside: contextlib.AbstractContextManager | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """The train-mode forward of a mixed batch through ``net`` (``model`` or its DDP wrapper):
     ``(x_in, logits, loss, last-layer inputs)``, x_in requiring grad with ``input_grad``, the
-    last layer's inputs recorded with ``last_layer``; the forward runs under ``autocast()``."""
+    last layer's inputs recorded with ``last_layer``; the forward runs under ``autocast()`` and
+    ``inside`` (a mixer that mixes within the forward, as Manifold Mixup does)."""
     model.train()
     x_in = x_mix.detach().requires_grad_(input_grad)
-    with autocast(), capture_last_layer(model, last_layer) as seen:
+    with (
+        autocast(),
+        capture_last_layer(model, last_layer) as seen,
+        inside or contextlib.nullcontext(),
+    ):
         logits = net(x_in)
     return x_in, logits, loss_fn(logits.float(), y_mix), seen
 

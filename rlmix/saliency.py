@@ -22,6 +22,7 @@ def input_saliency(
     y: torch.Tensor,
     *,
     mode: Literal["train", "eval"] = "train",
+    keep_graph: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel input saliency ``s = sqrt(mean_c g_c^2)`` with ``g = dCE(model(x), y) / dx``.
 
@@ -32,11 +33,15 @@ def input_saliency(
         mode: module mode for the pass, ``"train"`` (as the reference code; BatchNorm uses batch
             statistics and updates its running ones) or ``"eval"``. Every submodule's own mode
             is restored afterwards.
+        keep_graph: return the logits attached to the forward's graph, so that a loss on them
+            (PuzzleMix's and Co-Mixup's clean-batch loss) can be backpropagated to the weights
+            later, before the weights change.
 
     Returns:
         ``(saliency, logits)``: saliency (B, H, W) in x's dtype (non-negative, units of loss per
-        pixel intensity, batch-mean loss), and the detached logits (B, N) of the same forward.
-        Parameters' ``.grad`` are untouched and no graph is kept.
+        pixel intensity, batch-mean loss), and the logits (B, N) of the same forward, detached
+        unless ``keep_graph``. Parameters' ``.grad`` are untouched; no graph is kept unless
+        ``keep_graph``.
     """
     if mode not in ("train", "eval"):
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
@@ -69,12 +74,12 @@ def input_saliency(
             dtype = torch.promote_types(logits.dtype, torch.float32)
             target = y.to(dtype) if soft else y
             loss = F.cross_entropy(logits.to(dtype), target)
-            (grad,) = torch.autograd.grad(loss, x_in)
+            (grad,) = torch.autograd.grad(loss, x_in, retain_graph=keep_graph)
     finally:
         for module, training in modes:
             module.training = training
     saliency = grad.to(dtype).pow(2).mean(dim=1).sqrt().to(x.dtype)
-    return saliency, logits.detach()
+    return saliency, logits if keep_graph else logits.detach()
 
 
 def pool_saliency(saliency: torch.Tensor, grid: int) -> torch.Tensor:

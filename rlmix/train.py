@@ -8,7 +8,9 @@
     torchrun --nproc_per_node=4 -m rlmix.train --config cifar100_wrn28_10_rmix   # 4 GPUs
 
 The policies: ``rmix`` (R-Mix, random top-k), ``constant`` (top-k ``constant_topk``),
-``cutmix_plus``, ``mixup``, ``vanilla``, and ``agent``: a trained RL-Mix agent applied frozen.
+``cutmix_plus``, ``mixup``, ``vanilla``, the paper's comparison set ``saliencymix``,
+``puzzlemix``, ``comixup``, ``manifold_mixup`` (docs/environment.md), and ``agent``: a trained RL-Mix
+agent applied frozen.
 The run directory gets ``config.yaml`` (resolved), ``checkpoint.pt`` (atomic), ``metrics.json``,
 ``timings.json``, ``accuracy.png`` and TensorBoard logs under ``tb/``.
 """
@@ -27,14 +29,24 @@ from rlmix.config import Config
 from rlmix.errors import ConfigError
 from rlmix.run import Run, run_command
 
-LABELS = {"rmix": "R-Mix", "cutmix_plus": "CutMix+", "mixup": "Mixup", "agent": "frozen agent"}
+LABELS = {
+    "rmix": "R-Mix",
+    "cutmix_plus": "CutMix+",
+    "mixup": "Mixup",
+    "agent": "frozen agent",
+    "saliencymix": "SaliencyMix",
+    "puzzlemix": "PuzzleMix",
+    "comixup": "Co-Mixup",
+    "manifold_mixup": "Manifold Mixup",
+}
 
 
 def build_parser() -> ArgumentParser:
     p = training_parser(
         "python -m rlmix.train",
         "Train a classifier with a fixed mix-up policy (R-Mix, CutMix+, Mixup, constant top-k, "
-        "vanilla, or a frozen RL-Mix agent) through the rlmix environment.",
+        "vanilla, SaliencyMix, PuzzleMix, Co-Mixup, Manifold Mixup, or a frozen RL-Mix agent) "
+        "through the rlmix environment.",
         "reward logged per step (env.reward), e.g. grad_cosine, none",
     )
     p.add_argument(

@@ -12,6 +12,7 @@ the state at its start, and resuming from an epoch-boundary checkpoint is exact 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from rlmix.data.pipeline import build_loaders
 from rlmix.errors import ConfigError, RlmixError
 from rlmix.losses import get_loss
 from rlmix.metrics import collect, summarize
-from rlmix.mixing import MixParams, create_mixer, one_hot
+from rlmix.mixing import Mixer, MixParams, create_mixer, one_hot
 from rlmix.models import create_model
 from rlmix.optim import build_optimizer
 from rlmix.probe import (
@@ -89,6 +90,8 @@ class Batch:
         labels: class indices (B,).
         saliency: input saliency (B, H, W), or None when not computed.
         logits: clean logits (B, N) from the saliency forward, or None.
+        clean_loss: the training loss of the clean batch from that forward, still attached to
+            its graph, for mixers with a clean-batch loss (``mixer.clean_lam`` > 0), else None.
     """
 
     x: torch.Tensor
@@ -96,6 +99,7 @@ class Batch:
     labels: torch.Tensor
     saliency: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    clean_loss: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -158,16 +162,7 @@ class Trainer:
                 )
         self.model, self.ddp = self._build_model()
         self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False) if teacher else None
-        m = cfg.mix
-        self.mixer = create_mixer(  # its own generator is unused: mix() passes the epoch's
-            m.mixer,
-            alpha=m.alpha,
-            k=m.k,
-            grids=m.grids,
-            saliency_mode=m.saliency_mode,
-            lam_mode=m.lam_mode,
-            seed=0,
-        )
+        self.mixer = self._build_mixer()
         self.loss_fn = get_loss(cfg.trainer.loss)
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = cfg.trainer.epochs * self.steps_per_epoch
@@ -178,6 +173,37 @@ class Trainer:
         self.generator = torch.Generator(device="cpu")  # the epoch's `mixing` stream
         self._batches: Any = None
         self._epoch_start: dict[str, Any] | None = None
+
+    def _build_mixer(self) -> Mixer:
+        """The configured mixer (``mix.options`` reach its constructor), checked against the
+        model; its own generator is unused: :meth:`mix` passes the epoch's stream."""
+        m = self.cfg.mix
+        try:
+            mixer = create_mixer(
+                m.mixer,
+                alpha=m.alpha,
+                k=m.k,
+                grids=m.grids,
+                saliency_mode=m.saliency_mode,
+                lam_mode=m.lam_mode,
+                seed=0,
+                **m.options,
+            )
+        except TypeError as e:
+            raise ConfigError(f"config key 'mix.options': {e}") from e
+        except (ValueError, ImportError) as e:
+            raise ConfigError(f"config key 'mix.mixer': {e}") from e
+        try:
+            mixer.check_model(self.model)
+        except ValueError as e:
+            raise ConfigError(f"config key 'mix.mixer': {e}") from e
+        if mixer.clean_lam > 0 and self.dist.enabled:
+            raise ConfigError(
+                f"config key 'mix.mixer': {m.mixer}'s clean-batch loss (clean_lam "
+                f"{mixer.clean_lam:g}) is not supported under torchrun; set "
+                "mix.options.clean_lam=0 or run on one process"
+            )
+        return mixer
 
     def _build_model(self) -> tuple[torch.nn.Module, DistributedDataParallel | None]:
         cfg, info = self.cfg, self.info
@@ -263,9 +289,14 @@ class Trainer:
         y = one_hot(labels, self.info.num_classes, dtype=x.dtype)
         batch = Batch(x=x, y=y, labels=labels)
         if saliency:
+            keep = self.mixer.clean_lam > 0  # the clean loss trains through this forward
             with self._autocast():
-                sal, logits = input_saliency(self.model, x, labels, mode=self.cfg.mix.saliency_mode)
-            batch.saliency, batch.logits = sal.float(), logits.float()
+                sal, logits = input_saliency(
+                    self.model, x, labels, mode=self.mixer.saliency_mode, keep_graph=keep
+                )
+            if keep:
+                batch.clean_loss = self.loss_fn(logits.float(), y)
+            batch.saliency, batch.logits = sal.float(), logits.detach().float()
         return batch
 
     def check_weights(self) -> None:
@@ -297,8 +328,10 @@ class Trainer:
         """Mix ``batch`` with given parameters (no random draw): the same lam, partners and grid
         with another top-k ``q``; ``q_partner`` (R-Mix only) thresholds the partners' masks
         instead of ``q`` (:func:`rlmix.mixing.rmix`)."""
-        if self.mixer.needs_saliency and (batch.saliency is None or q is None):
-            raise RlmixError("R-Mix needs the batch's saliency and a top-k per image")
+        if self.mixer.needs_saliency and batch.saliency is None:
+            raise RlmixError(f"{self.cfg.mix.mixer} needs the batch's saliency")
+        if self.mixer.uses_topk and q is None:
+            raise RlmixError("R-Mix needs a top-k per image")
         extra = {} if q_partner is None else {"q_partner": q_partner}
         return self.mixer.apply(batch.x, batch.y, params, saliency=batch.saliency, q=q, **extra)
 
@@ -307,18 +340,29 @@ class Trainer:
         x_mix: torch.Tensor,
         y_mix: torch.Tensor,
         *,
+        params: MixParams | None = None,
+        clean_loss: torch.Tensor | None = None,
         input_grad: bool = False,
         mixed: MixedRecord | None = None,
     ) -> StepOutput:
         """One optimiser and scheduler step on a mixed batch.
 
-        With ``input_grad`` the mixed input is marked as requiring grad, so the training backward
-        also yields dLoss/dx_mix (``mixed_saliency``, its RMS over channels); ``mixed``
-        (``"logits"``, or ``"last_layer"`` for the last layer's inputs too) records
+        ``params`` are the batch's mixing parameters: a mixer that mixes inside the model
+        (Manifold Mixup) needs them for the forward. ``clean_loss`` (:attr:`Batch.clean_loss`)
+        is added to the backward with weight ``mixer.clean_lam`` (PuzzleMix's and Co-Mixup's
+        clean-batch loss); the reported loss is the mixed batch's alone. With ``input_grad``
+        the mixed input is marked as requiring grad, so the training backward also yields
+        dLoss/dx_mix (``mixed_saliency``, its RMS over channels); ``mixed`` (``"logits"``, or
+        ``"last_layer"`` for the last layer's inputs too) records
         :class:`rlmix.probe.MixedBatch` (weights before the step). The loss is the detached
         mean over ranks under torchrun.
         """
         self.optimizer.zero_grad(set_to_none=True)
+        inside = (
+            contextlib.nullcontext()
+            if params is None
+            else self.mixer.forward_context(self.model, params)
+        )
         x_in, logits, loss, seen = forward_mixed(
             self.ddp or self.model,
             self.model,
@@ -328,10 +372,13 @@ class Trainer:
             input_grad=input_grad,
             last_layer=mixed == "last_layer",
             autocast=self._autocast,
+            inside=inside,
         )
         reported = distributed.all_reduce_mean(loss.detach())
         if not bool(torch.isfinite(reported)):
             raise RlmixError(self._where(f"training loss is {reported.item()}"))
+        if clean_loss is not None:
+            loss = loss + self.mixer.clean_lam * clean_loss
         loss.backward()
         self.optimizer.step()
         if self.global_step < self.total_steps:

@@ -11,13 +11,28 @@ def _obs(b=6):
 
 
 def test_policies_and_their_mixers():
-    assert list_policies() == ["agent", "constant", "cutmix_plus", "mixup", "rmix", "vanilla"]
+    assert list_policies() == [
+        "agent",
+        "comixup",
+        "constant",
+        "cutmix_plus",
+        "manifold_mixup",
+        "mixup",
+        "puzzlemix",
+        "rmix",
+        "saliencymix",
+        "vanilla",
+    ]
     assert [policy_mixer(p) for p in list_policies()] == [
         "rmix",
+        "comixup",
         "rmix",
         "cutmix",
+        "manifold_mixup",
         "mixup",
+        "puzzlemix",
         "rmix",
+        "saliencymix",
         "none",
     ]
 
@@ -47,7 +62,7 @@ def test_constant_policy_picks_nearest_topk():
 
 def test_unknown_policy_and_bad_space():
     with pytest.raises(
-        ValueError, match=r"unknown policy 'puzzle'; choose one of: agent, constant"
+        ValueError, match=r"unknown policy 'puzzle'; choose one of: agent, comixup, constant"
     ):
         make_policy("puzzle", spaces.Discrete(3))
     with pytest.raises(ValueError, match=r"action_space must be Discrete\(K\) with K >= 2"):

@@ -54,7 +54,10 @@ def test_int_accepted_for_float_and_scientific_strings():
         ({"mix": {"k": 1}}, r"'mix.k' must be >= 2"),
         ({"mix": {"alpha": 0}}, r"'mix.alpha' must be > 0"),
         ({"mix": {"grids": 4}}, r"'mix.grids' must be a list"),
-        ({"mix": {"mixer": "puzzle"}}, r"'mix.mixer' must be one of rmix, cutmix, mixup, none"),
+        (
+            {"mix": {"mixer": "puzzle"}},
+            r"'mix.mixer' must be one of rmix, cutmix, mixup, none, saliencymix, puzzlemix",
+        ),
         ({"env": {"eval_every": 0}}, r"'env.eval_every' must be >= 1"),
         ({"trainer": 3}, r"config section 'trainer' must be a mapping"),
         ({"agent": {"batch_size": 1}}, r"'agent.batch_size' must be >= 2"),

@@ -463,7 +463,10 @@ def test_callable_validation():
         CutMix(seed=0)(torch.rand(2, 1, 4, 4), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="alpha must be a positive finite number"):
         CutMix(3, alpha=0.0)
-    with pytest.raises(ValueError, match=r"unknown mixer 'puzzle'; choose one of: cutmix, mixup"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown mixer 'puzzle'; choose one of: comixup, cutmix, manifold_mixup, mixup",
+    ):
         create_mixer("puzzle")
     with pytest.raises(ValueError, match="smoothing must be in"):
         Mixup(3, smoothing=1.0)

@@ -5,7 +5,8 @@ mixing and adversarial attacks all work on pixels (the PuzzleMix evaluation prot
 
 Class activation maps use one hook on every model: ``forward_features`` gives the final feature
 map (B, F, h, w) and ``get_classifier`` the final ``nn.Linear`` (N, F); the CAM of class c is
-``sum_f fc.weight[c, f] * features[:, f]``.
+``sum_f fc.weight[c, f] * features[:, f]``. ``stages`` gives the modules whose outputs are the
+hidden states after each residual stage (Manifold Mixup's layers, :mod:`rlmix.mixers.manifold`).
 
 Also the helpers the built-in residual architectures share: :func:`blocks_per_stage`,
 :func:`residual_stages` and :func:`conv_bn_shortcut`.
@@ -67,6 +68,13 @@ class Classifier(nn.Module):
         self.in_chans = in_chans
         self.body: nn.Module = nn.Identity()
         self.fc = nn.Linear(num_features, num_classes)
+        self.stage_ends: tuple[int, ...] = ()  # index in ``body`` of each stage's last layer
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        """The last layer of each residual stage (in ``body``), stage 1 first: their outputs
+        are the hidden states after each stage (the stem counts in stage 1)."""
+        return [self.body[i] for i in self.stage_ends]
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map [0, 1] pixels (B, C, H, W) to normalised inputs."""
@@ -116,6 +124,16 @@ def residual_stages(
             layers.append(block(in_planes, planes, stride if i == 0 else 1))
             in_planes = planes
     return layers
+
+
+def stage_ends(first: int, depths: Sequence[int]) -> tuple[int, ...]:
+    """Indices of each stage's last block in a layer list whose stages (``depths[i]`` blocks
+    each, as :func:`residual_stages` builds them) start at index ``first``."""
+    ends, end = [], first - 1
+    for depth in depths:
+        end += depth
+        ends.append(end)
+    return tuple(ends)
 
 
 def conv_bn_shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:

@@ -231,6 +231,11 @@ class ExternalClassifier(nn.Module):
             f"the data has {self.in_chans}"
         )
 
+    @property
+    def stages(self) -> Sequence[nn.Module] | None:
+        """The user's module's ``stages`` (Manifold Mixup's hidden layers), or None."""
+        return getattr(self.net, "stages", None)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map [0, 1] pixels (B, C, H, W) to the module's inputs."""
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlmix.models import register_model
-from rlmix.models.base import Classifier, residual_stages
+from rlmix.models.base import Classifier, residual_stages, stage_ends
 
 
 def init_weights(module: nn.Module) -> None:
@@ -87,6 +87,7 @@ class PreActResNet(Classifier):
         super().__init__(num_classes, 8 * width, **base)
         widths = [width * 2**stage for stage in range(4)]
         layers: list[nn.Module] = [nn.Conv2d(self.in_chans, width, 3, padding=1, bias=False)]
+        self.stage_ends = stage_ends(len(layers), blocks)
         layers += residual_stages(PreActBlock, width, widths, blocks, (1, 2, 2, 2))
         layers += [nn.BatchNorm2d(widths[-1]), nn.ReLU()]
         self.body = nn.Sequential(*layers)

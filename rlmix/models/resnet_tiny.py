@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlmix.models import register_model
-from rlmix.models.base import Classifier, conv_bn_shortcut, residual_stages
+from rlmix.models.base import Classifier, conv_bn_shortcut, residual_stages, stage_ends
 from rlmix.models.preact_resnet import init_weights
 
 
@@ -67,6 +67,7 @@ class TinyResNet(Classifier):
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(),
         ]
+        self.stage_ends = stage_ends(len(layers), (1, 1, 1))
         layers += residual_stages(BasicBlock, widths[0], widths, (1, 1, 1), (1, 2, 1))
         self.body = nn.Sequential(*layers)
         self.apply(init_weights)

@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlmix.models import register_model
-from rlmix.models.base import Classifier, blocks_per_stage, conv_bn_shortcut, residual_stages
+from rlmix.models.base import (
+    Classifier,
+    blocks_per_stage,
+    conv_bn_shortcut,
+    residual_stages,
+    stage_ends,
+)
 from rlmix.models.preact_resnet import init_weights
 
 
@@ -85,6 +91,7 @@ class ResNeXt(Classifier):
             nn.BatchNorm2d(64),
             nn.ReLU(),
         ]
+        self.stage_ends = stage_ends(len(layers), (n, n, n))
         layers += residual_stages(bottleneck, 64, (256, 512, 1024), (n, n, n), (1, 2, 2))
         self.body = nn.Sequential(*layers)
         self.apply(init_weights)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlmix.models import register_model
-from rlmix.models.base import Classifier, blocks_per_stage, residual_stages
+from rlmix.models.base import Classifier, blocks_per_stage, residual_stages, stage_ends
 from rlmix.models.preact_resnet import init_weights
 
 
@@ -77,6 +77,7 @@ class WideResNet(Classifier):
         super().__init__(num_classes, widths[-1], **base)
         layers: list[nn.Module] = [nn.Conv2d(self.in_chans, 16, 3, padding=1, bias=True)]
         block = functools.partial(WideBasic, dropout=dropout)
+        self.stage_ends = stage_ends(len(layers), (n, n, n))
         layers += residual_stages(block, 16, widths, (n, n, n), (1, 2, 2))
         layers += [nn.BatchNorm2d(widths[-1]), nn.ReLU()]
         self.body = nn.Sequential(*layers)
