@@ -3,6 +3,10 @@
 Saliency is the gradient of the batch-mean cross-entropy with respect to the *input* pixels only:
 weight gradients are never computed, which is what makes R-Mix cheaper than two full training
 passes. Images are in [0, 1] pixel space, so the saliency is per pixel of that space.
+
+:func:`input_saliency` is a function of its arguments but for one side effect: in train mode
+(the reference code's and the default) the forward updates BatchNorm's running statistics, as
+any training forward does; ``mode="eval"`` leaves the model untouched.
 """
 
 from __future__ import annotations

@@ -252,3 +252,18 @@ def test_an_error_every_rank_meets_is_printed_once(argv, expected, data_root, tm
     frames = [line for line in proc.stderr.splitlines() if line.lstrip().startswith("File ")]
     assert not [f for f in frames if "rlmix" in f or "gloo" in f], proc.stderr[-3000:]
     assert "Connection closed" not in proc.stderr
+
+
+def test_a_partner_aware_frozen_agent_runs_under_torchrun(tiny_cli_args, data_root, tmp_path):
+    """A policy trained with env.partner_first applied frozen on two ranks: each slot is shown
+    its within-shard partner, as when it learned."""
+    args = [*tiny_cli_args, "--epochs", "1", "--no-progress", "--set", "env.partner_first=true"]
+    assert run_main(train_agent_main, [*args, "--out", str(tmp_path / "agent")]) == 0
+    frozen = [
+        *fixed_args(data_root, tmp_path / "frozen"), "--policy", "agent",
+        "--set", "env.partner_first=true", "--set", f"frozen_agent.path={tmp_path / 'agent' / 'agent.zip'}",
+    ]  # fmt: skip
+    proc = torchrun("-m", "rlmix.train", *frozen)
+    assert proc.stdout.count("agent finished (1 epoch)") == 1
+    saved = json.loads((tmp_path / "frozen" / "metrics.json").read_text())
+    assert saved["policy"] == "agent" and sum(saved["final"]["q_hist"]) == 2 * 50
