@@ -73,3 +73,51 @@ def test_readme_is_short_and_is_the_package_description():
     meta = apply_configuration(Distribution(), ROOT / "pyproject.toml").metadata
     assert meta.long_description == README.read_text()
     assert meta.long_description_content_type == "text/markdown"
+
+
+SNIPPET = re.compile(r"<!-- loop snippet -->\n```python\n(.*?)```", re.S)
+
+
+def test_the_own_loop_snippet_is_short_and_runs(tmp_path, monkeypatch):
+    """The README's 'RL-Mix in your own loop' block, as printed, on a tiny model and data."""
+    import torch
+
+    from rlmix.models import create_model
+
+    (code,) = SNIPPET.findall(README.read_text())
+    assert len(code.strip().splitlines()) <= 15
+    g = torch.Generator().manual_seed(0)
+    loader = [(torch.rand(8, 3, 32, 32, generator=g), torch.randint(10, (8,), generator=g))] * 3
+    torch.manual_seed(0)
+    model = create_model("resnet_tiny", 10, image_size=32)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2)
+    env = {"loader": loader, "epochs": 2, "model": model, "optimizer": optimizer,
+           "scheduler": scheduler}  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), env)
+    mix = env["mix"]
+    assert mix.global_step == 6 and mix.epoch == 2 and mix.ppo._n_updates > 0
+    assert (tmp_path / "agent.zip").stat().st_size > 0
+
+
+# Files that hold results: each study's outputs (results/) and the benchmarks' tables.
+RESULTS = [*sorted((ROOT / "results").rglob("*")), ROOT / "benchmarks" / "RESULTS.md"]
+FIGURE = re.compile(r"\d+\.\d+")
+
+
+def _quoted_text(text: str) -> str:
+    """The README's prose and its ``text`` output blocks: where it quotes figures (commands
+    and code are not figures)."""
+    blocks = re.findall(r"^```text\n(.*?)^```", text, re.S | re.M)
+    return "\n".join([_prose(text), *blocks])
+
+
+def test_every_figure_in_the_readme_comes_from_a_results_file():
+    sources = "\n".join(
+        p.read_text() for p in RESULTS if p.is_file() and p.suffix in (".md", ".csv", ".txt")
+    )
+    figures = sorted(set(FIGURE.findall(_quoted_text(README.read_text()))))
+    assert len(figures) >= 10
+    missing = [f for f in figures if not re.search(rf"(?<![\d.]){re.escape(f)}(?!\d)", sources)]
+    assert missing == [], f"README figures in no results file: {missing}"
