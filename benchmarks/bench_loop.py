@@ -49,13 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_models_arg(p, "resnet_tiny")
     p.add_argument("--batch-size", type=int, default=100, help="images a step (default 100)")
-    p.add_argument(
-        "--clock",
-        choices=list(common.CLOCKS),
-        default="wall",
-        help="wall time, or this process's CPU time (on a busy CPU, with --threads 1: what the "
-        "work costs; default wall)",
-    )
+    common.add_clock_arg(p)
     return p
 
 
@@ -154,8 +148,7 @@ def execute(argv: list[str] | None = None) -> dict:
         p.error(str(e))
     if args.batch_size < 1:
         p.error("--batch-size must be >= 1")
-    if args.clock == "process" and device.type == "cuda":
-        p.error("--clock process times the CPU: use wall time on CUDA")
+    common.check_clock(p, args, device)
     return run(args, device)
 
 

@@ -83,13 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=100, help="classes N (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and draws (default 0)")
     p.add_argument("--plot", metavar="PNG", help="also draw the ratios as a bar chart to PNG")
-    p.add_argument(
-        "--clock",
-        choices=list(common.CLOCKS),
-        default="wall",
-        help="wall time, or this process's CPU time (on a busy CPU, with --threads 1: what the "
-        "work costs; default wall)",
-    )
+    common.add_clock_arg(p)
     return p
 
 
@@ -249,8 +243,7 @@ def execute(argv: list[str] | None = None) -> dict:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(list_models())}")
     if args.batch_size < 2 or args.image_size < 16 or args.image_size % 16:
         p.error("--batch-size must be >= 2 and --image-size a multiple of 16 (PuzzleMix's grids)")
-    if args.clock == "process" and device.type == "cuda":
-        p.error("--clock process times the CPU: use wall time on CUDA")
+    common.check_clock(p, args, device)
     return run(args, device)
 
 

@@ -89,6 +89,22 @@ def check_common_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> t
         raise  # unreachable: p.error exits
 
 
+def add_clock_arg(p: argparse.ArgumentParser) -> None:
+    """``--clock``: wall time, or this process's CPU time (:data:`CLOCKS`)."""
+    p.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall time, or this process's CPU time (on a busy CPU, with --threads 1: what the "
+        "work costs; default wall)",
+    )
+
+
+def check_clock(p: argparse.ArgumentParser, args: argparse.Namespace, device: torch.device) -> None:
+    if args.clock == "process" and device.type == "cuda":
+        p.error("--clock process times the CPU: use wall time on CUDA")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; anything else must exist on this machine."""
     if name == "auto":
