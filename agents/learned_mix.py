@@ -44,13 +44,10 @@ every rank's decisions, and every rank holds the same policy after each update.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
-import random
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,18 +55,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium import spaces
-from stable_baselines3.common.buffers import DictRolloutBuffer
-from stable_baselines3.common.utils import obs_as_tensor
-from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
 from agents.callbacks import EpochStats, policy_diagnostics
-from agents.ppo import EpochPPO, make_ppo
-from agents.serialize import agent_state, restore_ppo, write_agent
+from agents.ppo import EpochPPO
+from agents.rollout import StepRollout
+from agents.serialize import agent_state, write_agent
 from envs.rewards import Reward, RewardInputs, RewardNeeds, reward_for
 from envs.slots import slot_observation
-from envs.spaces import batch_observation, slot_spaces
+from envs.spaces import batch_observation
 from rlmix import distributed
 from rlmix.checkpoints import config_difference
 from rlmix.config import Config, load_config
@@ -85,63 +79,6 @@ from rlmix.trainer import update_ema
 STATE_FORMAT = "rlmix-learned-mix"
 COUNTERFACTUAL_EVERY = 10  # the default env.counterfactual_every of the mixer (train_agent: 1)
 STATE_VERSION = 1
-
-
-class _Slots(VecEnv):
-    """The slot spaces PPO is built for; the mixer steps nothing through it."""
-
-    def __init__(self, num_envs: int, observation: spaces.Dict, action: spaces.Discrete) -> None:
-        super().__init__(num_envs, observation, action)
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("LearnedMix drives its PPO agent itself: there is no env to step")
-
-    reset = step_async = step_wait = set_attr = env_method = _refuse
-
-    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
-        return [None] * self.num_envs  # SB3 asks for render_mode
-
-    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
-        return [False] * self.num_envs
-
-    def close(self) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def _full_precision() -> Iterator[None]:
-    """No autocast (the policy is small and Stable-Baselines3's buffers hold float32)."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.autocast("cpu", enabled=False))
-        if torch.cuda.is_available():
-            stack.enter_context(torch.autocast("cuda", enabled=False))
-        yield
-
-
-class _OwnStreams:
-    """The learner's torch (CPU) and numpy global RNG states, swapped in for a block."""
-
-    def __init__(self, numpy_state: tuple) -> None:
-        self.torch_state = torch.Generator().get_state()
-        self.numpy_state = numpy_state
-
-    def reseed_torch(self, seed: int) -> None:
-        self.torch_state = torch.Generator().manual_seed(seed).get_state()
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        """Our streams in the global generators, and the small policy in float32 whatever
-        autocast the caller's loop runs under."""
-        theirs = torch.get_rng_state(), np.random.get_state()  # noqa: NPY002
-        torch.set_rng_state(self.torch_state)
-        np.random.set_state(self.numpy_state)  # noqa: NPY002
-        try:
-            with _full_precision():
-                yield
-        finally:
-            self.torch_state, self.numpy_state = torch.get_rng_state(), np.random.get_state()  # noqa: NPY002
-            torch.set_rng_state(theirs[0])
-            np.random.set_state(theirs[1])  # noqa: NPY002
 
 
 @dataclass
@@ -258,16 +195,12 @@ class LearnedMix(RMix):
         self.step_in_epoch = 0
         self.global_step = 0
         self.history = self.log.history
-        self.ppo: EpochPPO | None = None
-        self._streams: _OwnStreams | None = None
+        self.rollout = StepRollout(cfg, num_classes, self.partner_first, self.log.sb3_logger())
         self._cf_generator: torch.Generator | None = None
         self._in_epoch = False
         self._model: nn.Module | None = None
         self._teacher: nn.Module | None = None
         self._teacher_state: dict[str, torch.Tensor] | None = None
-        self._buffer: DictRolloutBuffer | None = None
-        self._update_due = False  # a full rollout waiting for the next observation (gamma > 0)
-        self._episode_starts: np.ndarray | None = None
         self._pending: _Step | None = None
         self._prev_loss: float | None = None
         self._last: dict[str, np.ndarray] | None = None  # the last step's batch observation
@@ -361,11 +294,11 @@ class LearnedMix(RMix):
             )
         )
         obs = slot_observation(batch, *self._context(progress, lr_fraction))
-        self._before_acting(obs)
-        with self._streams.active(), torch.no_grad():
-            self.ppo.policy.set_training_mode(False)
-            actions_t, values, log_probs = self.ppo.policy(obs_as_tensor(obs, self.ppo.device))
-        actions = actions_t.cpu().numpy()
+        steps = self.cfg.agent.n_steps
+        if self.steps_per_epoch is not None:  # a rollout never crosses an epoch's end
+            steps = min(steps, self.steps_per_epoch - self.step_in_epoch)
+        self.rollout.prepare(obs, steps, self._epoch_seed(), self._progress(), self.global_step)
+        actions, values, log_probs = self.rollout.act(obs)
         action = torch.as_tensor(actions[self._shard(x.shape[0])])
         q = self.q_values[action]
         if params is None:
@@ -455,7 +388,18 @@ class LearnedMix(RMix):
         if self.cfg.agent.baseline == "counterfactual":
             rewards = per_image - counterfactual
         epoch_end = self.steps_per_epoch is not None and self.step_in_epoch >= self.steps_per_epoch
-        self._store(step, rewards.astype(np.float32), epoch_end)
+        self.rollout.store(
+            step.obs,
+            step.actions,
+            rewards.astype(np.float32),
+            step.values,
+            step.log_probs,
+            epoch_end,
+            self._progress(),
+            self.global_step,
+            terminal=lambda: slot_observation(step.batch, *self._context(None, None)),
+        )
+        self._last = step.batch
         if epoch_end:
             self._end_epoch()
         return scalars
@@ -468,13 +412,11 @@ class LearnedMix(RMix):
             raise RuntimeError("end_epoch() between mix() and observe(): observe the step first")
         if self.step_in_epoch == 0:
             return
-        self._episode_starts[:] = True
-        if self._buffer is not None:
-            self._bootstrap_last(
-                self._buffer,
-                self._buffer.pos - 1 if not self._buffer.full else self._buffer.buffer_size - 1,
-            )
-            self._learn(np.ones(self._buffer.n_envs, dtype=bool))
+        last = self._last
+        terminal = (
+            None if last is None else (lambda: slot_observation(last, *self._context(None, None)))
+        )
+        self.rollout.end_epoch(self._progress(), self.global_step, terminal)
         self._end_epoch()
 
     # -- the step's parts ---------------------------------------------------------------------
@@ -504,8 +446,7 @@ class LearnedMix(RMix):
         seed, e = self.cfg.seed, self.epoch
         self.generator = stream_generator(seed, "mixing", e)
         self._cf_generator = stream_generator(seed, "counterfactual", e, self.dist.rank)
-        if self._streams is not None:
-            self._streams.reseed_torch(stream_seed(seed, "global", e))
+        self.rollout.reseed(self._epoch_seed())
         self._in_epoch = True
 
     def _context(self, progress: float | None, lr_fraction: float | None) -> tuple[float, float]:
@@ -651,8 +592,7 @@ class LearnedMix(RMix):
             values["policy_gain" if name == self.reward_fn.name else f"policy_gain_{name}"] = gain
         self._stats.add(**values)
         self._stats.add(**{f"reward_{name}": float(v.mean()) for name, v in scored.items()})
-        with _full_precision():
-            probs = self.ppo.action_probs(step.obs)
+        probs = self.rollout.probs(step.obs)
         diag = policy_diagnostics(probs, self._diag_q)
         self._stats.add(**{f"policy_{key}": value for key, value in diag.items()})
         self._stats.counts += np.bincount(step.actions.ravel(), minlength=self.k)
@@ -662,145 +602,12 @@ class LearnedMix(RMix):
             self.log.scalar("step/lr", float(self.optimizer.param_groups[0]["lr"]))
         return {**values, **{f"reward_{n}": float(v.mean()) for n, v in scored.items()}}
 
-    # -- PPO: rollouts and updates ------------------------------------------------------------
+    def _progress(self) -> float:
+        """The fraction of the run done (0.5 without ``total_steps``)."""
+        return 0.5 if self.total_steps is None else min(1.0, self.global_step / self.total_steps)
 
-    def _before_acting(self, obs: dict[str, np.ndarray]) -> None:
-        """Build the agent on the first call; learn from a rollout that waited for this
-        observation; start a rollout (a batch of another size ends the one in progress)."""
-        b = len(obs["saliency"])
-        if self.ppo is None:
-            self._build(b)
-        if self._update_due:
-            self._learn(np.zeros(self._buffer.n_envs, dtype=bool), next_obs=obs)
-        if self._buffer is not None and self._buffer.n_envs != b:
-            self._learn(np.zeros(self._buffer.n_envs, dtype=bool))
-            self._episode_starts = np.ones(b, dtype=bool)
-        if self._buffer is None:
-            steps = self.cfg.agent.n_steps
-            if self.steps_per_epoch is not None:
-                steps = min(steps, self.steps_per_epoch - self.step_in_epoch)
-            self._buffer = self._new_buffer(steps, b)
-        if self._episode_starts is None or len(self._episode_starts) != b:
-            self._episode_starts = np.ones(b, dtype=bool)
-
-    def _build(self, num_envs: int, numpy_state: tuple | None = None) -> None:
-        """The PPO agent for ``num_envs`` decisions a step, built as ``rlmix.train_agent`` builds
-        it (seeded from ``seed``) without touching the caller's random streams."""
-        observation, action = slot_spaces(
-            self.num_classes,
-            self.cfg.env.obs_grid,
-            self.k,
-            self.cfg.env.logit_clip,
-            partner=self.partner_first,
-        )
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        python_state = random.getstate()
-        numpy_theirs = np.random.get_state()  # noqa: NPY002
-        with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # SB3's minibatch-size advice: rollouts are ours
-            self.ppo = make_ppo(_Slots(num_envs, observation, action), self.cfg)
-            own = np.random.get_state()  # noqa: NPY002
-        random.setstate(python_state)
-        np.random.set_state(numpy_theirs)  # noqa: NPY002
-        self.ppo.set_logger(self.log.sb3_logger())
-        self._streams = _OwnStreams(own if numpy_state is None else numpy_state)
-        self._streams.reseed_torch(stream_seed(self.cfg.seed, "global", self.epoch))
-
-    def _new_buffer(self, steps: int, num_envs: int) -> DictRolloutBuffer:
-        p = self.ppo
-        buffer = DictRolloutBuffer(
-            steps,
-            p.observation_space,
-            p.action_space,
-            device=p.device,
-            gamma=p.gamma,
-            gae_lambda=p.gae_lambda,
-            n_envs=num_envs,
-        )
-        buffer.reset()
-        return buffer
-
-    def _store(self, step: _Step, rewards: np.ndarray, done: bool) -> None:
-        """Add the step's decisions to the rollout (SB3's ``collect_rollouts``, one step)."""
-        buffer = self._buffer
-        b = buffer.n_envs
-        self.ppo.num_timesteps += b
-        actions = step.actions.reshape(-1, 1)
-        if done and self.cfg.agent.gamma > 0:
-            rewards = rewards + self._terminal_values(step.batch)
-        buffer.add(step.obs, actions, rewards, self._episode_starts, step.values, step.log_probs)
-        dones = np.full(b, done, dtype=bool)
-        self._episode_starts = dones
-        self._last = step.batch
-        if buffer.full:
-            if done or self.cfg.agent.gamma == 0:
-                self._learn(dones)
-            else:
-                self._update_due = True  # GAE needs the next observation's value
-
-    def _terminal_values(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        """gamma times each slot's value of the epoch's last observation, seen after the step
-        (as SB3 bootstraps a truncated episode, one slot at a time)."""
-        obs = slot_observation(batch, *self._context(None, None))
-        out = np.zeros(len(batch["saliency"]), dtype=np.float32)
-        with torch.no_grad(), _full_precision():
-            for i in range(len(out)):
-                one = self.ppo.policy.obs_to_tensor({k: v[i] for k, v in obs.items()})[0]
-                out[i] += self.cfg.agent.gamma * self.ppo.policy.predict_values(one)[0]
-        return out
-
-    def _bootstrap_last(self, buffer: DictRolloutBuffer, row: int) -> None:
-        """At an epoch's end found out late (:meth:`end_epoch`), bootstrap its last step."""
-        if self.cfg.agent.gamma > 0 and row >= 0 and self._last is not None:
-            buffer.rewards[row] += self._terminal_values(self._last)
-
-    def _learn(self, dones: np.ndarray, next_obs: dict[str, np.ndarray] | None = None) -> None:
-        """PPO's update on the rollout (a partial one is cut to the steps it holds)."""
-        buffer = self._buffer
-        if not buffer.full:
-            if buffer.pos == 0:
-                self._buffer = None
-                return
-            buffer = self._cut(buffer)
-        p = self.ppo
-        with self._streams.active(), torch.no_grad():
-            if next_obs is not None and len(next_obs["saliency"]) == buffer.n_envs:
-                last_values = p.policy.predict_values(obs_as_tensor(next_obs, p.device))
-            else:
-                last_values = torch.zeros(buffer.n_envs, 1)
-            buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
-        progress = (
-            0.5 if self.total_steps is None else min(1.0, self.global_step / self.total_steps)
-        )
-        p._current_progress_remaining = 1.0 - progress
-        p.rollout_buffer = buffer
-        with self._streams.active():
-            p.train()
-        p.logger.dump(step=self.global_step)
-        self._sync_policy()
-        self._buffer = None
-        self._update_due = False
-
-    def _cut(self, buffer: DictRolloutBuffer) -> DictRolloutBuffer:
-        """The first ``pos`` steps of a rollout as a full buffer of that length."""
-        n = buffer.pos
-        cut = self._new_buffer(n, buffer.n_envs)
-        for key in cut.observations:
-            cut.observations[key][:] = buffer.observations[key][:n]
-        for name in ("actions", "rewards", "episode_starts", "values", "log_probs"):
-            getattr(cut, name)[:] = getattr(buffer, name)[:n]
-        cut.pos, cut.full = n, True
-        return cut
-
-    def _sync_policy(self) -> None:
-        """Under DDP every rank learned from the same rollout with the same streams; rank 0's
-        weights are broadcast so that floating-point differences cannot drift apart."""
-        if not self.dist.enabled:
-            return
-        for t in self.ppo.policy.state_dict().values():
-            buf = t.detach().to(self.dist.device)
-            torch.distributed.broadcast(buf, src=0)
-            t.copy_(buf.to(t.device))
+    def _epoch_seed(self) -> int:
+        return stream_seed(self.cfg.seed, "global", self.epoch)
 
     def _end_epoch(self) -> None:
         row = self._stats.row(self.epoch + 1)
@@ -824,58 +631,36 @@ class LearnedMix(RMix):
             raise RuntimeError("nothing to save yet: the agent is built at the first mix()")
         return write_agent(path, agent_state(self.ppo))
 
+    @property
+    def ppo(self) -> EpochPPO | None:
+        """The Stable-Baselines3 PPO agent (built at the first ``mix``)."""
+        return self.rollout.ppo
+
     def state_dict(self) -> dict[str, Any]:
         """The mixer's whole state between two steps, as tensors and plain Python only
         (``torch.save`` it and read it back with ``weights_only=True``)."""
         if self._pending is not None:
             raise RuntimeError("state_dict() between mix() and observe(): observe the step first")
-        buffer = None
-        if self._buffer is not None:
-            b = self._buffer
-            buffer = {
-                "steps": b.buffer_size,
-                "n_envs": b.n_envs,
-                "pos": b.pos,
-                "full": b.full,
-                "observations": {k: torch.from_numpy(v.copy()) for k, v in b.observations.items()},
-                **{n: torch.from_numpy(getattr(b, n).copy()) for n in _BUFFER_FIELDS},
-            }
-        numpy_state = None
-        if self._streams is not None:
-            name, keys, pos, has_gauss, cached = self._streams.numpy_state
-            numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)),
-                           "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}  # fmt: skip
+        teacher = None
+        if self._teacher is not None:
+            teacher = {k: v.detach().clone() for k, v in self._teacher.state_dict().items()}
+        cf = None if self._cf_generator is None else self._cf_generator.get_state()
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
             "num_classes": self.num_classes,
-            "agent": None if self.ppo is None else agent_state(self.ppo),
-            "num_envs": None if self.ppo is None else int(self.ppo.n_envs),
+            "rollout": self.rollout.state_dict(),
             "counters": {
                 "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step,
                 "in_epoch": self._in_epoch,
-                "update_due": self._update_due,
                 "lr_seen": self._lr_seen,
                 "prev_loss": self._prev_loss,
             },  # fmt: skip
-            "streams": {
-                "mixing": self.generator.get_state(),
-                "counterfactual": None
-                if self._cf_generator is None
-                else self._cf_generator.get_state(),
-                "torch": None if self._streams is None else self._streams.torch_state.clone(),
-                "numpy": numpy_state,
-            },
-            "teacher": None
-            if self._teacher is None
-            else {k: v.detach().clone() for k, v in self._teacher.state_dict().items()},
-            "buffer": buffer,
-            "episode_starts": None
-            if self._episode_starts is None
-            else torch.from_numpy(self._episode_starts.copy()),
+            "streams": {"mixing": self.generator.get_state(), "counterfactual": cf},
+            "teacher": teacher,
             "stats": {
                 "values": {k: list(v) for k, v in self._stats.values.items()},
                 "counts": torch.from_numpy(self._stats.counts.copy()),
@@ -893,55 +678,26 @@ class LearnedMix(RMix):
             raise ConfigError(
                 f"{where}: version {state.get('version')!r}, this rlmix reads {STATE_VERSION}"
             )
-        saved = json.loads(state["config"])
-        diff = config_difference(saved, self.cfg.to_dict(), there="in the state")
+        diff = config_difference(json.loads(state["config"]), self.cfg.to_dict(), there="in it")
         if diff or state["num_classes"] != self.num_classes:
             raise ConfigError(f"{where} was written with other settings ({diff or 'num_classes'})")
         c, s = state["counters"], state["streams"]
-        self.epoch, self.step_in_epoch, self.global_step = (
-            c["epoch"],
-            c["step_in_epoch"],
-            c["global_step"],
-        )
-        self._in_epoch, self._update_due = c["in_epoch"], c["update_due"]
+        self.epoch, self.step_in_epoch = c["epoch"], c["step_in_epoch"]
+        self.global_step, self._in_epoch = c["global_step"], c["in_epoch"]
         self._lr_seen, self._prev_loss = c["lr_seen"], c["prev_loss"]
         self.generator.set_state(s["mixing"])
         if s["counterfactual"] is not None:
-            self._cf_generator = torch.Generator().manual_seed(0)
+            self._cf_generator = torch.Generator()
             self._cf_generator.set_state(s["counterfactual"])
-        if state["agent"] is not None:
-            n = s["numpy"]
-            numpy_state = (
-                n["name"],
-                n["keys"].numpy().astype(np.uint32),
-                n["pos"],
-                n["has_gauss"],
-                n["cached"],
-            )
-            self._build(state["num_envs"], numpy_state)
-            restore_ppo(self.ppo, state["agent"], where)
-            self._streams.torch_state = s["torch"].clone()
+        self.rollout.load_state_dict(state["rollout"], where)
         self._teacher_state = state["teacher"]
         if self._teacher is not None and self._teacher_state is not None:
             self._teacher.load_state_dict(self._teacher_state)
             self._teacher_state = None
-        self._buffer = None
-        if state["buffer"] is not None:
-            saved_buffer = state["buffer"]
-            self._buffer = self._new_buffer(saved_buffer["steps"], saved_buffer["n_envs"])
-            for key, value in saved_buffer["observations"].items():
-                self._buffer.observations[key][:] = value.numpy()
-            for name in _BUFFER_FIELDS:
-                getattr(self._buffer, name)[:] = saved_buffer[name].numpy()
-            self._buffer.pos, self._buffer.full = saved_buffer["pos"], saved_buffer["full"]
-        starts = state["episode_starts"]
-        self._episode_starts = None if starts is None else starts.numpy().copy()
         self._stats = EpochStats(self.k)
         self._stats.values = {k: list(v) for k, v in state["stats"]["values"].items()}
         self._stats.counts = state["stats"]["counts"].numpy().copy()
         self.history[:] = copy.deepcopy(state["history"])
 
-
-_BUFFER_FIELDS = ("actions", "rewards", "episode_starts", "values", "log_probs")
 
 __all__ = ["LearnedMix"]
