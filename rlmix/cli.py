@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -144,24 +145,33 @@ def _reports(error: BaseException) -> bool:
     return not (collective or isinstance(error, KeyboardInterrupt))
 
 
+# How long a torchrun rank that leaves an error to rank 0 waits for rank 0 to print it and exit.
+FOLLOWER_GRACE_S = 10.0
+
+
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main``; RlmixError -> one line on stderr and its exit code, unless ``--debug``.
 
     A torchrun worker then leaves without the interpreter's teardown (``os._exit``, its output
     flushed): the process group was left already, and gloo's threads can otherwise abort the
-    process while Python finalises."""
+    process while Python finalises. A rank that leaves rank 0 to report its error first waits
+    for it (up to :data:`FOLLOWER_GRACE_S`): torchrun stops every worker once one has failed,
+    and rank 0 could otherwise be stopped before it has printed the error."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    silent = False
     try:
         code = main(argv)
     except RlmixError as e:
         if debug:
             traceback.print_exc()
-        if _reports(e):
+        silent = not _reports(e)
+        if not silent:
             print_error(str(e))
         code = e.exit_code
     except KeyboardInterrupt as e:
-        if _reports(e):
+        silent = not _reports(e)
+        if not silent:
             print_error("interrupted")
         code = 130
     except SystemExit as e:  # --help, or sys.exit from within
@@ -176,5 +186,10 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     if distributed.torchrun_rank() is not None:
         sys.stdout.flush()
         sys.stderr.flush()
+        if silent:  # torchrun stops this rank once rank 0 has left
+            try:
+                time.sleep(FOLLOWER_GRACE_S)
+            except KeyboardInterrupt:
+                pass
         os._exit(code)
     return code

@@ -13,7 +13,6 @@ from agents import AgentMix, load_policy
 from envs import ImageSlotVecEnv, MixupEnv
 from rlmix.cli import run_main
 from rlmix.config import load_config
-from rlmix.errors import ConfigError
 from rlmix.mixing import MixParams
 from rlmix.seeding import stream_generator
 from rlmix.train import main as train_main
@@ -176,18 +175,6 @@ def test_agent_mix_equals_the_frozen_partner_agent_in_the_env(partner_agent, tin
     torch.testing.assert_close(y_mix, seen["y"].to(y_mix.dtype), rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="partner_first=False, but the policy was trained with"):
         AgentMix.load(path, partner_first=False)
-
-
-def test_partner_first_is_refused_under_torchrun_with_one_line(monkeypatch, tiny_config):
-    from rlmix import distributed
-
-    class TwoRanks:
-        enabled, rank, world_size, is_main = True, 0, 2, True
-
-    cfg = tiny_config(**{"env.partner_first": True})
-    monkeypatch.setattr(distributed, "current", lambda: TwoRanks())
-    with pytest.raises(ConfigError, match="env.partner_first is not supported under torchrun"):
-        MixupEnv(cfg)
 
 
 def test_only_a_frozen_agent_draws_partners_first_among_fixed_policies(tiny_config):

@@ -537,7 +537,7 @@ def test_observations_are_finite_and_in_space(kind, tiny_config, monkeypatch):
         monkeypatch.setattr(
             rlmix.trainer,
             "input_saliency",
-            lambda model, x, y, mode: (
+            lambda model, x, y, mode, **_: (
                 torch.zeros(x.shape[0], *x.shape[2:]),
                 torch.full((x.shape[0], 10), 1e30),
             ),
