@@ -67,7 +67,10 @@ def test_jobs_run_in_parallel_processes(tiny_config, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"reference": "agent"}, r"--reference: unknown policy 'agent'; choose one of: comixup, constant"),
+        (
+            {"reference": "agent"},
+            r"--reference: unknown policy 'agent'; choose one of: comixup, constant",
+        ),
         ({"jobs": 0}, r"--jobs must be >= 1 \(got 0\)"),
         ({"confidence": 1.0}, r"--confidence must be in \(0, 1\)"),
         ({"seeds": [0, 0]}, r"--seeds: each seed once"),
