@@ -34,7 +34,7 @@ from rlmix import distributed
 from rlmix.checkpoints import load_checkpoint, save_checkpoint
 from rlmix.cli import overrides_from_args, run_training
 from rlmix.config import Config, load_config, save_config
-from rlmix.errors import ConfigError, RlmixError
+from rlmix.errors import ConfigError, FollowerExit, RlmixError
 from rlmix.io import check_writable
 from rlmix.plots import plot_curves
 from rlmix.runlog import RunLog
@@ -225,6 +225,8 @@ class Run:
             code = 0
         except RlmixError as e:
             code = e.exit_code
+            if isinstance(self.batch_env, DistributedMixupEnv):
+                e.collective = True  # the followers are stopped with its code and leave with us
             raise
         finally:
             if isinstance(self.batch_env, DistributedMixupEnv):
@@ -252,7 +254,9 @@ def run_command(
     start = time.perf_counter()
     metrics = run_training(train, cfg, args)
     if "exit_code" in metrics:  # a follower rank: rank 0 reports
-        return metrics["exit_code"]
+        if metrics["exit_code"]:
+            raise FollowerExit(metrics["exit_code"])
+        return 0
     paths = {Path(name).stem.replace("_", " "): str(Path(cfg.out) / name) for name in files}
     print()
     wall = time.perf_counter() - start

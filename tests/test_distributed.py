@@ -138,6 +138,40 @@ def test_agent_on_two_ranks_resumes_on_one(tiny_cli_args, tmp_path):
     assert resumed["epochs"][0] == first["epochs"][0]
 
 
+def test_an_interrupted_run_stops_every_rank_with_one_line(data_root, tmp_path):
+    """SIGINT to torchrun (Ctrl-C) after the first checkpoint: rank 0 stops at a step boundary,
+    both ranks leave the process group together, one line from rank 0, the checkpoint whole."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [*fixed_args(data_root, out), "--epochs", "500", "--set", "trainer.checkpoint_every=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "rlmix.train", *args,
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.2)
+        time.sleep(1.0)  # into a later epoch
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert lines == ["error: stopped by SIGINT; the last epoch's checkpoint is kept (continue "
+                     "with --resume)"], stderr[-3000:]  # fmt: skip
+    frames = [line for line in stderr.splitlines() if line.lstrip().startswith("File ")]
+    assert not [f for f in frames if "rlmix" in f or "gloo" in f], stderr[-3000:]
+    assert "Connection reset" not in stderr and "terminate called" not in stderr
+    assert load_checkpoint(out / "checkpoint.pt")["history"][-1]["epoch"] >= 1
+
+
 def test_an_error_on_one_rank_ends_every_rank_with_the_same_line(data_root, tmp_path):
     """A reward that raises on rank 1 only: both ranks stop at that step, exit 1 within
     seconds instead of rank 0 waiting for rank 1 forever, and rank 0 prints the one line."""
