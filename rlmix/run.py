@@ -221,7 +221,7 @@ class Run:
                         callback=CallbackList(callbacks),
                         reset_num_timesteps=not self.resumed,
                     )
-                stop.check()
+                stop.check(kept=(self.out / "checkpoint.pt").exists())
             code = 0
         except RlmixError as e:
             code = e.exit_code

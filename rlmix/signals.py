@@ -39,13 +39,17 @@ class StopFlag:
     def stopped(self) -> bool:
         return self.signum is not None
 
-    def check(self) -> None:
-        """Raise :class:`Interrupted` (exit 128 + signal number) if a signal arrived."""
+    def check(self, kept: bool = True) -> None:
+        """Raise :class:`Interrupted` (exit 128 + signal number) if a signal arrived; ``kept``:
+        whether a checkpoint to resume from exists (none before the first epoch's)."""
         if self.signum is not None:
             code = 130 if self.signum == signal.SIGINT else 128 + self.signum
+            name = signal.Signals(self.signum).name
             err = Interrupted(
-                f"stopped by {signal.Signals(self.signum).name}; the last epoch's checkpoint is "
-                "kept (continue with --resume)"
+                f"stopped by {name}; the last epoch's checkpoint is kept (continue with --resume)"
+                if kept
+                else f"stopped by {name} before the first checkpoint: nothing to resume (run "
+                "the command again to start over)"
             )
             err.exit_code = code
             raise err

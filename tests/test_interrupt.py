@@ -1,6 +1,7 @@
 """Issue 7: signals, SIGKILL and resumption never lose work, and resumed runs are exact on CPU."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,3 +138,21 @@ def test_resume_at_every_boundary_and_same_seed_are_exact(
     again = tmp_path / "again"
     assert main(run_args(data_root, again)) == 0
     assert (again / "metrics.json").read_text() == uninterrupted(entry)
+
+
+@pytest.mark.parametrize(
+    ("kept", "message"),
+    [
+        (True, "stopped by SIGTERM; the last epoch's checkpoint is kept (continue with --resume)"),
+        (False, "stopped by SIGTERM before the first checkpoint: nothing to resume"),
+    ],
+)
+def test_the_stop_message_says_whether_there_is_a_checkpoint(kept, message):
+    from rlmix.signals import Interrupted, StopFlag
+
+    flag = StopFlag()
+    flag.check(kept=kept)  # no signal: nothing to raise
+    flag.signum = signal.SIGTERM
+    with pytest.raises(Interrupted, match=f"^{re.escape(message)}") as info:
+        flag.check(kept=kept)
+    assert info.value.exit_code == 143
