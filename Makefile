@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench study beat-random lam-study loop-check headroom lint setup clean
+.PHONY: run test bench study beat-random lam-study loop-check torchrun-check headroom lint setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ lam-study: $(STAMP)
 	$(PY) -m rlmix.compare --config fashion_mnist_study --out runs/lam_elem $(LAM_ARGS) \
 		--set mix.lam_mode=elem $(ARGS)
 	$(PY) -m rlmix.paired runs/lam_batch runs/lam_elem --out runs/lam_paired
+
+# Every way a torchrun run ends (finished, stopped, interrupted, usage error, one rank failing),
+# 30 rounds in a row: about 45 min on a 2-core CPU.
+torchrun-check: $(STAMP)
+	bash tests/torchrun_exit_paths.sh
 
 # RL-Mix in your own loop: the README's plain loop with LearnedMix (partner-aware teach) and with
 # R-Mix on the study config, 5 paired seeds (about 30 min at 2 jobs here; run it again to resume).
