@@ -87,13 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plan(args: argparse.Namespace, params: int, device: torch.device) -> tuple[int, int]:
-    large = params > 1_000_000 and device.type == "cpu"
-    repeats = args.repeats if args.repeats is not None else (5 if large else 10)
-    warmup = args.warmup if args.warmup is not None else (1 if large else 2)
-    return repeats, warmup
-
-
 def mixer_step(
     name: str, model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
 ) -> Callable[[], None]:
@@ -139,7 +132,7 @@ def bench_model(
     for m in mixers[1:]:
         models[m].load_state_dict(models["vanilla"].state_dict())
     timed = {m: mixer_step(m, models[m], x, labels, gen) for m in mixers}
-    repeats, warmup = _plan(args, params, device)
+    repeats, warmup = common.plan_repeats(args, params, device, (10, 2))
     samples = common.time_alternating(
         timed,
         repeats=repeats,

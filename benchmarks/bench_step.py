@@ -66,14 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plan(args: argparse.Namespace, params: int, device: torch.device) -> tuple[int, int]:
-    """(repeats, warmup) for a model: fewer for large models on a CPU."""
-    large = params > 1_000_000 and device.type == "cpu"
-    repeats = args.repeats if args.repeats is not None else (5 if large else 20)
-    warmup = args.warmup if args.warmup is not None else (1 if large else 3)
-    return repeats, warmup
-
-
 def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> dict:
     """Median times (ms) of every variant for one model, and the ratios to vanilla."""
     b, s, n = args.batch_size, args.image_size, args.num_classes
@@ -100,7 +92,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         "saliency": saliency,
         "mixing": lambda: draws.rmix(fixed_sal),
     }
-    repeats, warmup = _plan(args, params, device)
+    repeats, warmup = common.plan_repeats(args, params, device, (20, 3))
     samples = common.time_alternating(timed, repeats=repeats, warmup=warmup, device=device)
     med = common.medians(samples)
     van = med["vanilla"]

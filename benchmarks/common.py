@@ -623,3 +623,15 @@ def training_step(
         opt.step()
 
     return step
+
+
+def plan_repeats(
+    args: argparse.Namespace, params: int, device: torch.device, small: tuple[int, int]
+) -> tuple[int, int]:
+    """(repeats, warmup) for a model: ``--repeats`` / ``--warmup`` when given, else ``small``
+    for a model of up to 1M parameters or on an accelerator, and (5, 1) for a larger one on a
+    CPU."""
+    large = params > 1_000_000 and device.type == "cpu"
+    repeats = args.repeats if args.repeats is not None else (5 if large else small[0])
+    warmup = args.warmup if args.warmup is not None else (1 if large else small[1])
+    return repeats, warmup
