@@ -20,7 +20,6 @@ checkpoint, no new run starts, and :class:`rlmix.signals.Interrupted` says how t
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import signal
 import sys
@@ -29,7 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from multiprocessing import get_context
 
 from rlmix.errors import ConfigError, RlmixError
-from rlmix.signals import Interrupted, StopFlag
+from rlmix.signals import Interrupted, StopFlag, interrupted, share_stop, shared_signum
 from rlmix.study import Job, Result, run_job
 
 LAUNCHERS = ("local", "ray")
@@ -122,12 +121,21 @@ def _in_process(jobs, threads, stop: StopFlag, report) -> list[Result]:
     return results
 
 
-def _worker_init() -> None:
-    """A worker process hears signals only from the study (which forwards each one once): its
-    own process group, and SIGINT/SIGTERM ignored outside a run (a run handles them)."""
+def _worker_init(stop: object) -> None:
+    """A worker process hears no signal (its own process group, SIGINT/SIGTERM ignored): the
+    study stops it through ``stop``, a shared int its runs poll between steps."""
     os.setpgrp()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+    share_stop(stop)
+
+
+def _run_in_worker(job: Job, threads: int) -> Result:
+    """:func:`run_job`, unless the study stopped before this run began (then it does not)."""
+    signum = shared_signum()
+    if signum is not None:
+        raise interrupted(signum, f"{job.label} seed {job.seed}: not started, the study stopped")
+    return run_job(job, threads)
 
 
 def _pool(jobs, n_jobs: int, threads, stop: StopFlag, report) -> list[Result]:
@@ -136,12 +144,15 @@ def _pool(jobs, n_jobs: int, threads, stop: StopFlag, report) -> list[Result]:
     results: list[Result] = []
     interrupted: Interrupted | None = None
     context = get_context("spawn")
-    with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_worker_init) as pool:
+    shared = context.Value("i", 0)  # the signal that stopped the study, 0 while it runs
+    pool = ProcessPoolExecutor(
+        n_jobs, mp_context=context, initializer=_worker_init, initargs=(shared,)
+    )
+    with pool:
         pending: set[Future] = {
-            pool.submit(run_job, _on_device(job, devices[i % n_jobs]), threads)
+            pool.submit(_run_in_worker, _on_device(job, devices[i % n_jobs]), threads)
             for i, job in enumerate(jobs)
         }
-        forwarded = False
         while pending:
             done, pending = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
             for future in done:
@@ -151,13 +162,12 @@ def _pool(jobs, n_jobs: int, threads, stop: StopFlag, report) -> list[Result]:
                     interrupted = e
                     continue
                 report(results[-1])
-            if stop.stopped and not forwarded:
-                forwarded = True
+            if stop.stopped and not shared.value:
+                # Runs in progress stop at their next step; the ones the pool already handed to
+                # a worker find the value set and do not start; the rest are cancelled.
+                shared.value = stop.signum
                 for future in pending:
                     future.cancel()
-                for child in multiprocessing.active_children():
-                    if stop.signum is not None and child.pid is not None:
-                        os.kill(child.pid, stop.signum)
             pending = {f for f in pending if not f.cancelled()}
     if stop.stopped or interrupted is not None:
         raise _stopped(_signum(stop, interrupted), len(results), len(jobs))

@@ -3,6 +3,7 @@ different study in the same directory is refused, and Ray runs the same runs (re
 that dies) as local processes do."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +61,32 @@ def test_a_stopped_study_resumes_to_the_uninterrupted_tables(data_root, tmp_path
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     assert _rows(out / "runs.csv") == _rows(reference / "runs.csv")
+
+
+def test_a_stop_starts_no_queued_run(data_root, tmp_path):
+    """With --jobs 2 the pool hands a worker its next run before the current one ends: after a
+    stop, those runs must not start (they used to, and ran to the end before the study exited)."""
+    out = tmp_path / "stopped"
+    argv = [
+        *conftest.tiny_args(data_root), "--epochs", "40", "--set", "env.eval_fgsm=false",
+        "--policies", "rmix,vanilla", "--seeds", "0", "1", "2", "--no-progress", "--out",
+        str(out), "--jobs", "2",
+    ]  # fmt: skip
+    proc = _compare(argv, stderr=subprocess.PIPE)
+    first = [out / p / "seed0" / "checkpoint.pt" for p in ("rmix", "vanilla")]
+    deadline = time.monotonic() + 300
+    while not all(f.exists() for f in first) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the first runs never wrote a checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "error: study stopped by SIGINT: 0 of 6 runs finished" in err
+    for policy in ("rmix", "vanilla"):
+        for seed in (1, 2):
+            assert not (out / policy / f"seed{seed}").exists(), f"{policy} seed {seed} started"
+        epochs = len(json.loads((out / policy / "seed0" / "metrics.json").read_text())["epochs"])
+        assert 1 <= epochs < 40  # stopped mid-run, checkpoint kept
 
 
 def test_a_different_study_in_the_same_directory_is_refused(tiny_config, tmp_path):
