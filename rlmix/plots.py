@@ -116,22 +116,26 @@ def plot_differences(
 
 
 def plot_sweep(rows: list[dict], reference: str, metric: str, path: str | Path) -> Path:
-    """``rlmix.sweep``'s rows as two panels against the swept setting: each policy's ``metric``
-    with its interval, and its paired difference to ``reference`` with its interval."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    """``rlmix.sweep``'s rows as panels against the swept setting: each policy's ``metric`` with
+    its interval, its paired difference to ``reference``, and (when the rows have one) to the best
+    fixed policy at each value, with their intervals."""
+    panels = [("mean", f"{metric} (mean, 95 % CI)"), ("diff", f"Δ {metric} vs {reference}")]
+    if any("diff_best" in r for r in rows):
+        panels.append(("diff_best", f"Δ {metric} vs the best fixed policy"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4))
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     values = list(dict.fromkeys(r["setting"] for r in rows))
     try:
         where = {v: float(v) for v in values}
     except (TypeError, ValueError):  # a setting that is not a number: evenly spaced, labelled
         where = {v: float(i) for i, v in enumerate(values)}
-        for ax in (left, right):
+        for ax in axes:
             ax.set_xticks(range(len(values)), [str(v) for v in values])
     for i, policy in enumerate(policies):
         mine = [r for r in rows if r["policy"] == policy]
         x = np.array([where[r["setting"]] for r in mine])
         color = f"C{i % 10}"
-        for ax, key in ((left, "mean"), (right, "diff")):
+        for ax, (key, _) in zip(axes, panels, strict=True):
             have = [(xi, r[key]) for xi, r in zip(x, mine, strict=True) if key in r]
             if not have:
                 continue
@@ -140,12 +144,18 @@ def plot_sweep(rows: list[dict], reference: str, metric: str, path: str | Path) 
             err = np.array([[d.mean - d.low for d in ds], [d.high - d.mean for d in ds]])
             ax.errorbar(xs, means, yerr=np.nan_to_num(err), fmt="o-", color=color, capsize=3,
                         label=policy, markersize=4)  # fmt: skip
-    left.set_ylabel(f"{metric} (mean, 95 % CI)")
-    right.set_ylabel(f"Δ {metric} vs {reference} (paired, 95 % CI)")
-    right.axhline(0.0, color="grey", linewidth=1)
     setting = rows[0].get("key", "setting")
-    for ax in (left, right):
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        ax.set_ylabel(label if key == "mean" else f"{label} (paired, 95 % CI)")
+        if key != "mean":
+            ax.axhline(0.0, color="grey", linewidth=1)
         ax.set_xlabel(setting)
         ax.grid(alpha=0.3)
-    left.legend(fontsize=7)
+    if len(values) > 1 and all(isinstance(v, int | float) for v in values) and min(values) > 0:
+        if max(values) / min(values) >= 8:
+            for ax in axes:
+                ax.set_xscale("log")
+                ax.set_xticks([where[v] for v in values], [str(v) for v in values])
+                ax.minorticks_off()
+    axes[0].legend(fontsize=7)
     return save_figure(fig, path)

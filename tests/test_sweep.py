@@ -78,6 +78,7 @@ def test_writes_table_csv_and_plot(studies, tmp_path, capsys):
         (["e1", "e2", "--reference", "mixup"], r"has no runs of --reference mixup"),
         (["e1", "e2", "--metric", "nope"], r"unknown metric 'nope'"),
         (["e1", "nowhere"], r"has no readable study.json"),
+        (["e1", "e2", "--best-of", "mixup"], r"has no runs of --best-of mixup"),
     ],
 )
 def test_bad_input_is_one_line(studies, args, match):
@@ -87,3 +88,42 @@ def test_bad_input_is_one_line(studies, args, match):
     folders = [str(studies / a) if a in ("e1", "e2", "nowhere") else a for a in args]
     with pytest.raises(ConfigError, match=match):
         sweep_main(folders)
+
+
+def test_best_of_gives_each_other_policy_its_difference_to_the_best_fixed(studies):
+    rmix, vanilla = _top1(studies / "e2", "rmix"), _top1(studies / "e2", "vanilla")
+    _, rows = sweep([studies / "e1", studies / "e2"], best_of=["vanilla"])
+    got = {(r["setting"], r["policy"]): r for r in rows}
+    d = got[2, "rmix"]["diff_best"]
+    expected = paired_difference([rmix[0], rmix[1]], [vanilla[0], vanilla[1]])
+    assert (d.mean, d.low, d.high) == pytest.approx((expected.mean, expected.low, expected.high))
+    assert got[2, "rmix"]["best"] == "vanilla" and "holm_p_best" in got[2, "rmix"]
+    assert "diff_best" not in got[2, "vanilla"]  # a fixed policy of the set is not compared
+
+    table, rows = sweep([studies / "e1", studies / "e2"], best_of=["rmix", "vanilla"])
+    top = "rmix" if sum(rmix.values()) >= sum(vanilla.values()) else "vanilla"
+    assert {r["best"] for r in rows if r["setting"] == 2} == {top}
+    assert "| best fixed |" in table and "picked on the same seeds" in table
+
+
+def test_key_names_the_setting_when_another_key_changes_with_it(studies, tmp_path):
+    import json
+    import shutil
+
+    moved = tmp_path / "e2_budget"
+    shutil.copytree(studies / "e2", moved)
+    study = json.loads((moved / "study.json").read_text())
+    study["config"]["data"]["train_per_class"] = 7
+    (moved / "study.json").write_text(json.dumps(study))
+    with pytest.raises(ConfigError, match=r"they differ in: data.train_per_class, trainer.epochs"):
+        sweep([studies / "e1", moved])
+    table, rows = sweep([studies / "e1", moved], key="data.train_per_class")
+    assert {r["setting"] for r in rows if r["policy"] == "rmix"} == {
+        study["config"]["data"]["train_per_class"],
+        json.loads((studies / "e1" / "study.json").read_text())["config"]["data"][
+            "train_per_class"
+        ],
+    }
+    assert "Also changed with data.train_per_class: trainer.epochs = 1, 2." in table
+    with pytest.raises(ConfigError, match=r"--key model.name is the same in every study"):
+        sweep([studies / "e1", moved], key="model.name")
