@@ -4,7 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench study beat-random lam-study loop-check torchrun-check headroom lint setup clean
+.PHONY: run test bench study beat-random lam-study budget-study loop-check torchrun-check headroom lint \
+	setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +54,24 @@ lam-study: $(STAMP)
 	$(PY) -m rlmix.compare --config fashion_mnist_study --out runs/lam_elem $(LAM_ARGS) \
 		--set mix.lam_mode=elem $(ARGS)
 	$(PY) -m rlmix.paired runs/lam_batch runs/lam_elem --out runs/lam_paired
+
+# Where does the win hold across labelled budgets? Fashion-MNIST at 25, 50, 100 and 250 images per
+# class (data.split_seed 0), 5 paired seeds, every budget trained for the same 2000 SGD steps (the
+# 400-epoch schedule at 50 per class; batch 100, so budget:epochs = 25:1000 50:400 100:200 250:80),
+# then Δ to R-Mix and to the best fixed mixer per budget (sweep.md / sweep.png in runs/budget_sweep).
+# Many hours at 2 jobs here; run it again to resume.
+BUDGET_PLAN  ?= 25:1000 50:400 100:200 250:80
+BUDGET_MIXER ?= saliencymix
+BUDGET_FIXED ?= vanilla,cutmix_plus,rmix,$(BUDGET_MIXER)
+BUDGET_ARGS  ?= --policies $(BUDGET_FIXED),agent --agent teach+partner:teach,env.partner_first=true \
+	--counterfactual-every 5 --set env.eval_fgsm=false --seeds 0 1 2 3 4 --jobs 2
+budget = $(word 1,$(subst :, ,$(1)))
+budget-study: $(STAMP)
+	$(foreach p,$(BUDGET_PLAN),$(PY) -m rlmix.compare --config fashion_mnist_study \
+		--out runs/budget_$(call budget,$(p)) --set data.train_per_class=$(call budget,$(p)) \
+		--epochs $(word 2,$(subst :, ,$(p))) $(BUDGET_ARGS) $(ARGS) &&) true
+	$(PY) -m rlmix.sweep $(foreach p,$(BUDGET_PLAN),runs/budget_$(call budget,$(p))) \
+		--key data.train_per_class --best-of $(BUDGET_FIXED) --out runs/budget_sweep
 
 # Every way a torchrun run ends (finished, stopped, interrupted, usage error, one rank failing),
 # 30 rounds in a row: about 45 min on a 2-core CPU.

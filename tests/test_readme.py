@@ -2,9 +2,12 @@
 
 import importlib.util
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from setuptools.config.pyprojecttoml import apply_configuration
 from setuptools.dist import Distribution
 
@@ -121,3 +124,24 @@ def test_every_figure_in_the_readme_comes_from_a_results_file():
     assert len(figures) >= 10
     missing = [f for f in figures if not re.search(rf"(?<![\d.]){re.escape(f)}(?!\d)", sources)]
     assert missing == [], f"README figures in no results file: {missing}"
+
+
+def test_budget_study_trains_every_budget_for_the_same_steps():
+    """`make budget-study` expands to one compare per budget whose epochs keep 2000 SGD steps
+    (batch 100, 10 classes: budget / 10 steps an epoch), and a sweep over all of them."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT)}
+    out = subprocess.run(
+        ["make", "-n", "-s", "budget-study", "STAMP=Makefile"], cwd=ROOT, env=env, text=True,
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    plan = re.findall(
+        r"--out runs/budget_(\d+) --set data.train_per_class=(\d+) --epochs (\d+)", out
+    )
+    assert [int(n) for n, _, _ in plan] == [25, 50, 100, 250]
+    study = yaml.safe_load((ROOT / "rlmix/configs/fashion_mnist_study.yaml").read_text())
+    batch = study["trainer"]["batch_size"]
+    for out_n, n, epochs in plan:
+        assert out_n == n and int(epochs) * (int(n) * 10 // batch) == 2000
+    assert "rlmix.sweep runs/budget_25 runs/budget_50 runs/budget_100 runs/budget_250" in out
