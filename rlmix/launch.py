@@ -23,9 +23,10 @@ import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
+from typing import Any, TypeVar
 
 from rlmix.errors import ConfigError, RlmixError
 from rlmix.signals import Interrupted, StopFlag, interrupted, share_stop, shared_signum
@@ -34,6 +35,7 @@ from rlmix.study import Job, Result, run_job
 LAUNCHERS = ("local", "ray")
 RAY_RETRIES = 3
 _POLL_S = 0.5
+T = TypeVar("T")
 
 
 def _on_device(job: Job, device: str | None) -> Job:
@@ -97,28 +99,51 @@ def run_jobs(
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher must be one of {', '.join(LAUNCHERS)} (got {launcher!r})")
     report = on_result or (lambda _r: None)
-    with StopFlag() as stop:
-        if launcher == "ray":
+    if launcher == "ray":
+        with StopFlag() as stop:
             results = _ray(jobs, threads or 1, address, stop, report)
-        elif n_jobs == 1:
-            results = _in_process(jobs, threads, stop, report)
+        order = {(j.label, j.seed): i for i, j in enumerate(jobs)}
+        return sorted(results, key=lambda r: order[(r.label, r.seed)])
+    if n_jobs > 1:
+        threads = threads or max(1, (os.cpu_count() or 1) // n_jobs)
+    devices = _devices(n_jobs) if n_jobs > 1 else [None]
+    calls = [(_on_device(job, devices[i % n_jobs]), threads) for i, job in enumerate(jobs)]
+    return map_stoppable(run_job, calls, n_jobs, report)
+
+
+def map_stoppable(
+    fn: Callable[..., T],
+    calls: Sequence[tuple],
+    n_jobs: int = 1,
+    report: Callable[[T], None] | None = None,
+) -> list[T]:
+    """``fn(*call)`` for every call, in this process (``n_jobs`` 1) or in ``n_jobs`` spawned
+    worker processes; results in the order of ``calls``, ``report`` called as each arrives.
+
+    SIGINT or SIGTERM stops it: runs in progress stop at their next step (``fn`` polls a
+    :class:`StopFlag`) and keep their last checkpoint, no other run starts, and
+    :class:`Interrupted` says how many finished.
+    """
+    report = report or (lambda _r: None)
+    with StopFlag() as stop:
+        if n_jobs == 1:
+            done = _in_process(fn, calls, stop, report)
         else:
-            results = _pool(jobs, n_jobs, threads, stop, report)
-    order = {(j.label, j.seed): i for i, j in enumerate(jobs)}
-    return sorted(results, key=lambda r: order[(r.label, r.seed)])
+            done = _in_workers(fn, calls, n_jobs, stop, report)
+    return [done[i] for i in range(len(calls))]
 
 
-def _in_process(jobs, threads, stop: StopFlag, report) -> list[Result]:
-    results: list[Result] = []
-    for job in jobs:
+def _in_process(fn, calls, stop: StopFlag, report) -> dict[int, Any]:
+    done: dict[int, Any] = {}
+    for i, call in enumerate(calls):
         if stop.stopped:
-            raise _stopped(stop.signum, len(results), len(jobs))
+            raise _stopped(stop.signum, len(done), len(calls))
         try:
-            results.append(run_job(job, threads))
+            done[i] = fn(*call)
         except Interrupted as e:
-            raise _stopped(_signum(stop, e), len(results), len(jobs)) from None
-        report(results[-1])
-    return results
+            raise _stopped(_signum(stop, e), len(done), len(calls)) from None
+        report(done[i])
+    return done
 
 
 def _worker_init(stop: object) -> None:
@@ -130,18 +155,16 @@ def _worker_init(stop: object) -> None:
     share_stop(stop)
 
 
-def _run_in_worker(job: Job, threads: int) -> Result:
-    """:func:`run_job`, unless the study stopped before this run began (then it does not)."""
+def _start(fn: Callable[..., T], *call: Any) -> T:
+    """``fn(*call)``, unless the study stopped before this run began (then it does not)."""
     signum = shared_signum()
     if signum is not None:
-        raise interrupted(signum, f"{job.label} seed {job.seed}: not started, the study stopped")
-    return run_job(job, threads)
+        raise interrupted(signum, "not started: the study stopped")
+    return fn(*call)
 
 
-def _pool(jobs, n_jobs: int, threads, stop: StopFlag, report) -> list[Result]:
-    threads = threads or max(1, (os.cpu_count() or 1) // n_jobs)
-    devices = _devices(n_jobs)
-    results: list[Result] = []
+def _in_workers(fn, calls, n_jobs: int, stop: StopFlag, report) -> dict[int, Any]:
+    done: dict[int, Any] = {}
     interrupted: Interrupted | None = None
     context = get_context("spawn")
     shared = context.Value("i", 0)  # the signal that stopped the study, 0 while it runs
@@ -149,19 +172,17 @@ def _pool(jobs, n_jobs: int, threads, stop: StopFlag, report) -> list[Result]:
         n_jobs, mp_context=context, initializer=_worker_init, initargs=(shared,)
     )
     with pool:
-        pending: set[Future] = {
-            pool.submit(_run_in_worker, _on_device(job, devices[i % n_jobs]), threads)
-            for i, job in enumerate(jobs)
-        }
+        index = {pool.submit(_start, fn, *call): i for i, call in enumerate(calls)}
+        pending: set[Future] = set(index)
         while pending:
-            done, pending = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
-            for future in done:
+            finished, pending = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+            for future in finished:
                 try:
-                    results.append(future.result())
+                    done[index[future]] = future.result()
                 except Interrupted as e:
                     interrupted = e
                     continue
-                report(results[-1])
+                report(done[index[future]])
             if stop.stopped and not shared.value:
                 # Runs in progress stop at their next step; the ones the pool already handed to
                 # a worker find the value set and do not start; the rest are cancelled.
@@ -170,8 +191,8 @@ def _pool(jobs, n_jobs: int, threads, stop: StopFlag, report) -> list[Result]:
                     future.cancel()
             pending = {f for f in pending if not f.cancelled()}
     if stop.stopped or interrupted is not None:
-        raise _stopped(_signum(stop, interrupted), len(results), len(jobs))
-    return results
+        raise _stopped(_signum(stop, interrupted), len(done), len(calls))
+    return done
 
 
 def _ray_task(job: Job, threads: int) -> Result:
@@ -234,4 +255,4 @@ def _ray(jobs, threads: int, address: str | None, stop: StopFlag, report) -> lis
             ray.shutdown()
 
 
-__all__ = ["LAUNCHERS", "RAY_RETRIES", "run_jobs"]
+__all__ = ["LAUNCHERS", "RAY_RETRIES", "map_stoppable", "run_jobs"]

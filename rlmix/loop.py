@@ -20,8 +20,6 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +32,14 @@ from rlmix.config import Config, load_config
 from rlmix.data.pipeline import build_loaders
 from rlmix.errors import ConfigError
 from rlmix.io import atomic_write_json, atomic_write_text, check_writable
+from rlmix.launch import map_stoppable
 from rlmix.losses import get_loss
 from rlmix.metrics import collect, summarize
 from rlmix.mixing import RMix
 from rlmix.models import create_model
 from rlmix.optim import build_optimizer
 from rlmix.report import csv_text
+from rlmix.signals import StopFlag
 from rlmix.stats import mean_std, paired_difference
 
 MIXERS = ("learned", "rmix")
@@ -87,45 +87,50 @@ def train_loop(cfg: Config, mixer: str) -> dict[str, Any]:
         else:
             mix.generator.set_state(state["mixer"])
         rows, times, start = list(state["rows"]), list(state["times"]), int(state["epoch"])
-    for epoch in range(start, cfg.trainer.epochs):
-        began, losses = time.perf_counter(), []
-        loaders.train.set_epoch(epoch)
-        model.train()
-        for x, y in loaders.train:  # the README's loop
-            x_mix, y_mix = mix(model, x, y)
-            logits = model(x_mix)
-            loss = loss_fn(logits, y_mix)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+    with StopFlag() as stop:  # Ctrl-C stops at a step; the last epoch's checkpoint stays
+        for epoch in range(start, cfg.trainer.epochs):
+            began, losses = time.perf_counter(), []
+            loaders.train.set_epoch(epoch)
+            model.train()
+            for x, y in loaders.train:  # the README's loop
+                x_mix, y_mix = mix(model, x, y)
+                logits = model(x_mix)
+                loss = loss_fn(logits, y_mix)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                if mixer == "learned":
+                    mix.observe(logits)
+                losses.append(float(loss.detach()))
+                if stop.stopped:
+                    stop.check(kept=(out / "checkpoint.pt").is_file())
+            row = {"epoch": float(epoch + 1), "train_loss": sum(losses) / len(losses)}
             if mixer == "learned":
-                mix.observe(logits)
-            losses.append(float(loss.detach()))
-        row = {"epoch": float(epoch + 1), "train_loss": sum(losses) / len(losses)}
-        if mixer == "learned":
-            row = dict(mix.history[-1])  # the same epoch mean, with rewards and diagnostics
-        if (epoch + 1) % cfg.env.eval_every == 0 or epoch + 1 == cfg.trainer.epochs:
-            records = collect(model, loaders.test, fgsm=cfg.env.eval_fgsm)
-            row.update(
-                {k: float(v) for k, v in summarize([records], fgsm=cfg.env.eval_fgsm).items()}
-            )
-        rows.append(row)
-        times.append(time.perf_counter() - began)
-        if (epoch + 1) % cfg.trainer.checkpoint_every == 0 or epoch + 1 == cfg.trainer.epochs:
-            save_checkpoint(
-                out / "checkpoint.pt",
-                {
-                    "config": cfg.to_dict(),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "mixer": mix.state_dict() if mixer == "learned" else mix.generator.get_state(),
-                    "rows": rows,
-                    "times": times,
-                    "epoch": epoch + 1,
-                },
-            )
+                row = dict(mix.history[-1])  # the same epoch mean, with rewards and diagnostics
+            if (epoch + 1) % cfg.env.eval_every == 0 or epoch + 1 == cfg.trainer.epochs:
+                records = collect(model, loaders.test, fgsm=cfg.env.eval_fgsm)
+                row.update(
+                    {k: float(v) for k, v in summarize([records], fgsm=cfg.env.eval_fgsm).items()}
+                )
+            rows.append(row)
+            times.append(time.perf_counter() - began)
+            if (epoch + 1) % cfg.trainer.checkpoint_every == 0 or epoch + 1 == cfg.trainer.epochs:
+                save_checkpoint(
+                    out / "checkpoint.pt",
+                    {
+                        "config": cfg.to_dict(),
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "mixer": mix.state_dict()
+                        if mixer == "learned"
+                        else mix.generator.get_state(),
+                        "rows": rows,
+                        "times": times,
+                        "epoch": epoch + 1,
+                    },
+                )
     metrics = {"mixer": mixer, "seed": cfg.seed, "final": rows[-1], "epochs": rows}
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "timings.json", {"epoch_time_s": times})
@@ -160,11 +165,7 @@ def loop_study(
             runs.append((run_cfg, mixer, max(1, (os.cpu_count() or 1) // jobs)))
     check_writable(out)
     start = time.perf_counter()
-    if jobs == 1:
-        results = [_run(r) for r in runs]
-    else:
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_run, runs))
+    results = map_stoppable(_run, [(r,) for r in runs], jobs)
     table = _table(results, mixers, cfg, out, time.perf_counter() - start, jobs)
     rows = [
         {"mixer": r["mixer"], "seed": r["seed"], **{k: v for k, v in r["final"].items() if not isinstance(v, list)}}
