@@ -373,7 +373,34 @@ def summarise(
                     )
         rows.append(row)
     _holm(rows, confidence, [f"top1_diff_vs_{other}" for other in versus])
+    _versus_fixed(rows, by_label, reference, confidence)
     return rows
+
+
+def _versus_fixed(
+    rows: list[dict[str, Any]], by_label: dict[str, list[Result]], reference: str, confidence
+) -> None:
+    """Each agent variant's top-1 difference to every fixed policy of the study, with Holm's
+    correction over those policies (``versus_fixed``: label -> (its :class:`PairedDifference`,
+    its :class:`HolmComparison`)): does the agent beat each of them, once every comparison made
+    is counted?"""
+    fixed = [r["policy"] for r in rows if r["kind"] != "agent"]
+    for row in rows:
+        if not _is_variant(row):
+            continue
+        family = {}
+        for other in fixed:
+            base = {r.seed: r.values for r in by_label[other]}
+            paired = [r for r in by_label[row["policy"]] if r.seed in base]
+            if len(paired) >= 2 and all("top1" in base[r.seed] for r in paired):
+                family[other] = paired_difference(
+                    [r.values["top1"] for r in paired],
+                    [base[r.seed]["top1"] for r in paired],
+                    confidence,
+                )
+        if family:
+            holm = holm_paired(family, alpha=1.0 - confidence)
+            row["versus_fixed"] = {k: (family[k], holm[k]) for k in family}
 
 
 def _is_variant(row: dict[str, Any]) -> bool:

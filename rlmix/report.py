@@ -179,7 +179,37 @@ def to_markdown(
                 "is scored on the search reward where that reward needs no held-out data, and "
                 "is — where it does."
             )
+    lines += _versus_fixed_table(rows, level)
     return "\n".join(lines) + "\n"
+
+
+def _versus_fixed_table(rows: list[dict[str, Any]], level: str) -> list[str]:
+    """Each agent against every fixed policy, Holm over the fixed policies (one family per
+    agent)."""
+    agents = [r for r in rows if r.get("versus_fixed")]
+    if not agents:
+        return []
+    lines = [
+        "",
+        "### Each agent against every fixed policy",
+        "",
+        f"| agent | fixed policy | seeds | Δ top-1 [{level} CI] | paired t p | Holm p | "
+        f"Δ at Holm's step-down level |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in agents:
+        for other, (d, h) in r["versus_fixed"].items():
+            mark = "*" if h.rejected else ""
+            lines.append(
+                f"| {r['policy']} | {other} | {d.n} | {_diff_cell(d)} | {d.p_value:.2g} | "
+                f"{h.p_adjusted:.2g}{mark} | {_diff_cell(h.difference)} |"
+            )
+    lines += [
+        "",
+        "One family per agent: its paired top-1 differences to every fixed policy in the study, "
+        "Holm's step-down correction over them; * when the difference survives it.",
+    ]
+    return lines
 
 
 def runs_csv(results: list[Result]) -> str:
@@ -193,7 +223,12 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         out = {}
         for key, value in row.items():
-            if isinstance(value, PairedDifference):
+            if key == "versus_fixed":  # each fixed policy's difference and Holm p
+                for other, (d, h) in value.items():
+                    name = f"top1_diff_vs_{other}"
+                    out.update({name: d.mean, f"{name}_low": d.low, f"{name}_high": d.high})
+                    out[f"{name}_holm_fixed_p"] = h.p_adjusted
+            elif isinstance(value, PairedDifference):
                 out.update({key: value.mean, f"{key}_low": value.low, f"{key}_high": value.high})
             else:
                 out[key] = value

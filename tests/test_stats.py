@@ -236,3 +236,40 @@ def test_carve_errors():
         ValueError, match=r"train_per_class \(31\) exceeds the 30 images of class 0"
     ):
         carve(_data(), val_size=20, per_class=31)
+
+
+def test_each_agent_against_every_fixed_policy_with_holm_over_them():
+    # agent minus rmix 0.5, 0.6, 0.7 (p = 0.0091); minus cutmix_plus 1.0, 0.2, 0.6 (p = 0.12)
+    rmix, cutmix = [80.0, 81.0, 82.0], [79.5, 81.4, 82.1]
+    agent = [80.5, 81.6, 82.7]
+    history = [
+        {"epoch": 0, "reward": -0.4, "policy_entropy_frac": 0.5, "mean_q": 0.4, "policy_q_std": 0.1}
+    ]
+    results = [_result("rmix", s, v) for s, v in enumerate(rmix)]
+    results += [_result("cutmix_plus", s, v) for s, v in enumerate(cutmix)]
+    results += [
+        Result("agent[t]", "agent", s, "none", {"top1": v / 100, "ece": 0.05}, history, [1.0])
+        for s, v in enumerate(agent)
+    ]
+    rows = {r["policy"]: r for r in summarise(results, "rmix", 0.95)}
+    versus = rows["agent[t]"]["versus_fixed"]
+    assert list(versus) == ["rmix", "cutmix_plus"] and "versus_fixed" not in rows["rmix"]
+    expected = {
+        "rmix": paired_difference(agent, rmix),
+        "cutmix_plus": paired_difference(agent, cutmix),
+    }
+    holm = holm_paired(expected)
+    for other, (d, h) in versus.items():
+        assert (d.mean, d.low, d.high) == pytest.approx(
+            (expected[other].mean, expected[other].low, expected[other].high)
+        )
+        assert h.p_adjusted == pytest.approx(holm[other].p_adjusted)
+    # Holm over the two: rmix's p doubles and survives, cutmix_plus's does not
+    assert versus["rmix"][1].p_adjusted == pytest.approx(2 * expected["rmix"].p_value)
+    assert versus["rmix"][1].rejected and not versus["cutmix_plus"][1].rejected
+    table = to_markdown(list(rows.values()), "t", "rmix", 0.95)
+    line = next(x for x in table.splitlines() if x.startswith("| agent[t] | rmix |"))
+    p = versus["rmix"][1].p_adjusted
+    assert f"| {p:.2g}* |" in line and "+0.60 [" in line
+    csv_head = summary_csv(list(rows.values())).splitlines()[0].split(",")
+    assert {"top1_diff_vs_cutmix_plus", "top1_diff_vs_cutmix_plus_holm_fixed_p"} <= set(csv_head)
