@@ -189,6 +189,38 @@ def test_transport_plan_hand_checked():
     assert torch.equal(plan, expected)
 
 
+def _dense_transport_plan(mask, saliency, eps):
+    """The authors' formulation, on the dense (B, n**2, n**2) product of picks and costs."""
+    import torch.nn.functional as F
+
+    from rlmix.mixers.puzzlemix import _grid_distance
+
+    b, n, _ = mask.shape
+    cells = n * n
+    shown = (mask > 0).to(saliency.dtype).reshape(b, 1, cells)
+    cost = eps * _grid_distance(n) - saliency.reshape(b, cells, 1) * shown
+    won = torch.zeros_like(cost)
+    for _ in range(n):
+        choice = F.one_hot(cost.argmin(dim=2), cells).to(cost.dtype)
+        winner = (choice * cost).argmin(dim=1)
+        won = F.one_hot(winner, cells).transpose(1, 2).to(cost.dtype) * choice
+        cost = cost + (choice - won)
+    return won
+
+
+@pytest.mark.parametrize("side", [2, 4, 8, 16])
+def test_transport_plan_equals_the_dense_formulation_ties_included(side):
+    g = torch.Generator().manual_seed(side)
+    for trial in range(24):
+        mask = (torch.rand(5, side, side, generator=g) > 0.5).float()
+        if trial % 3 == 0:  # few distinct values: ties among pickers and with the zeros
+            sal = torch.randint(0, 3, (5, side, side), generator=g).float() / 4
+        else:
+            sal = torch.rand(5, side, side, generator=g)
+        eps = (0.8, 0.0, 0.3)[trial % 3]
+        assert torch.equal(transport_plan(mask, sal, eps), _dense_transport_plan(mask, sal, eps))
+
+
 @needs_gco
 def test_puzzlemix_labels_are_mask_fractions_and_transport_moves_whole_blocks():
     x, y, _ = _batch(b=4, side=16)

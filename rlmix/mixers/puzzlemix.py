@@ -173,19 +173,47 @@ def transport_plan(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> to
     its cheapest destination; a destination picked more than once keeps its cheapest source (the
     first on ties) and the others pay 1 more for it in the next rounds. The plan of the last
     round is returned: a destination no source won gets no content.
+
+    As the authors' code, a destination is won by the least entry of its column of ``picked *
+    cost``, where sources that did not pick it stand at 0: when every source that picked it has
+    a positive cost, nobody wins it. Computed per source (B, n**2) rather than on that dense
+    (B, n**2, n**2) product: the same plans, several times faster at n = 16.
     """
     b, n, _ = mask.shape
     cells = n * n
     shown = (mask > 0).to(saliency.dtype).reshape(b, 1, cells)
     distance = _grid_distance(n).to(device=saliency.device, dtype=saliency.dtype)
     cost = eps * distance - saliency.reshape(b, cells, 1) * shown
-    won = torch.zeros_like(cost)
+    source = torch.arange(cells, device=cost.device).expand(b, cells)
+    batch = torch.arange(b, device=cost.device)[:, None].expand(b, cells)
     for _ in range(n):
-        choice = F.one_hot(cost.argmin(dim=2), cells).to(cost.dtype)  # (B, src, dst)
-        winner = (choice * cost).argmin(dim=1)  # per destination, among its choosers (or 0s)
-        won = F.one_hot(winner, cells).transpose(1, 2).to(cost.dtype) * choice
-        cost = cost + (choice - won)
-    return won
+        dest = cost.argmin(dim=2)  # (B, src): each source's pick
+        won = _winners(cost.gather(2, dest[..., None]).squeeze(2), dest, source)
+        cost = cost.index_put((batch, source, dest), (~won).to(cost.dtype), accumulate=True)
+    plan = torch.zeros_like(cost)
+    plan[batch, source, dest] = won.to(cost.dtype)
+    return plan
+
+
+def _winners(picked: torch.Tensor, dest: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Whether each source (B, src) wins the destination it picked, at cost ``picked``: per
+    destination, the first source at the least of its column (the sources that picked it at
+    their cost, the others at 0)."""
+    b, cells = dest.shape
+    none = torch.full_like(dest, cells)  # "no source": past the last index
+    least = torch.full_like(picked, math.inf).scatter_reduce(1, dest, picked, reduce="amin")
+    pickers = torch.zeros_like(dest).scatter_add_(1, dest, torch.ones_like(dest))
+    others = pickers < cells  # some source did not pick it: the column holds a 0
+    least = torch.where(others, least.clamp(max=0.0), least)
+    at_least = picked == least.gather(1, dest)
+    first_picker = none.scatter_reduce(1, dest, torch.where(at_least, source, none), reduce="amin")
+    # the first source that did not pick d: source 0, unless it did (then the first that did not)
+    first_other = torch.where(dest[:, :1] == source, none, torch.zeros_like(none))
+    not_with_0 = torch.where(dest != dest[:, :1], source, none).amin(dim=1, keepdim=True)
+    first_other = first_other.scatter(1, dest[:, :1], not_with_0)
+    zero_wins = others & (least == 0)
+    winner = torch.where(zero_wins, torch.minimum(first_picker, first_other), first_picker)
+    return winner.gather(1, dest) == source
 
 
 def _transport(x: torch.Tensor, plan: torch.Tensor, n: int) -> torch.Tensor:
