@@ -49,3 +49,26 @@ def tiny_args(data_root: str) -> list[str]:
 def tiny_cli_args(data_root):
     """:func:`tiny_args` for this session's data root."""
     return tiny_args(data_root)
+
+
+def stop_when_written(module: str, argv: list[str], files: list) -> tuple[int, str]:
+    """Run ``python -m module argv``, send SIGINT once every path in ``files`` exists (the runs
+    have begun), and return its exit status and stderr."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", module, *argv]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, text=True, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not all(f.exists() for f in files) and proc.poll() is None:
+        assert time.monotonic() < deadline, f"never written: {files}"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err

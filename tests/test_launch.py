@@ -72,15 +72,9 @@ def test_a_stop_starts_no_queued_run(data_root, tmp_path):
         "--policies", "rmix,vanilla", "--seeds", "0", "1", "2", "--no-progress", "--out",
         str(out), "--jobs", "2",
     ]  # fmt: skip
-    proc = _compare(argv, stderr=subprocess.PIPE)
     first = [out / p / "seed0" / "checkpoint.pt" for p in ("rmix", "vanilla")]
-    deadline = time.monotonic() + 300
-    while not all(f.exists() for f in first) and proc.poll() is None:
-        assert time.monotonic() < deadline, "the first runs never wrote a checkpoint"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    code, err = conftest.stop_when_written("rlmix.compare", argv, first)
+    assert code == 130, err
     assert "error: study stopped by SIGINT: 0 of 6 runs finished" in err
     for policy in ("rmix", "vanilla"):
         for seed in (1, 2):

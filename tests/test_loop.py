@@ -73,31 +73,16 @@ def test_unknown_mixer(tiny_config, tmp_path):
 def test_a_stop_ends_the_loop_study_at_a_step_and_starts_no_other_run(data_root, tmp_path):
     """Ctrl-C on `rlmix.loop --jobs 2`: both runs stop at their next step (checkpoint kept), no
     queued run starts, one line says how to continue (the queued runs used to run to the end)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     from tests import conftest
 
-    root = Path(__file__).resolve().parent.parent
     out = tmp_path / "loop"
     argv = [
-        sys.executable, "-m", "rlmix.loop", *conftest.tiny_args(data_root), "--epochs", "40",
-        "--set", "env.eval_fgsm=false", "--seeds", "0", "1", "2", "--jobs", "2", "--out", str(out),
+        *conftest.tiny_args(data_root), "--epochs", "40", "--set", "env.eval_fgsm=false",
+        "--seeds", "0", "1", "2", "--jobs", "2", "--out", str(out),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, cwd=root, env=env, text=True, stderr=subprocess.PIPE)
     first = [out / m / "seed0" / "checkpoint.pt" for m in ("learned", "rmix")]
-    deadline = time.monotonic() + 300
-    while not all(f.exists() for f in first) and proc.poll() is None:
-        assert time.monotonic() < deadline, "the first runs never wrote a checkpoint"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    code, err = conftest.stop_when_written("rlmix.loop", argv, first)
+    assert code == 130, err
     assert err.strip().splitlines() == [
         "error: study stopped by SIGINT: 0 of 6 runs finished; the others keep their last "
         "checkpoint: run the same command again to continue"
