@@ -74,7 +74,7 @@ from rlmix.probe import StepOutput, capture_last_layer, last_layer_grad, mixed_b
 from rlmix.runlog import RunLog
 from rlmix.saliency import input_saliency
 from rlmix.seeding import stream_generator, stream_seed
-from rlmix.trainer import update_ema
+from rlmix.trainer import ema_decay_at, update_ema
 
 STATE_FORMAT = "rlmix-learned-mix"
 COUNTERFACTUAL_EVERY = 10  # the default env.counterfactual_every of the mixer (train_agent: 1)
@@ -100,6 +100,7 @@ class _Step:
     counterfactual: RewardInputs | None
     features: list[torch.Tensor]
     hook: Any
+    progress: float
 
 
 def _as_config(config: Config | str | Path | None, overrides: dict[str, Any]) -> Config:
@@ -293,7 +294,8 @@ class LearnedMix(RMix):
                 saliency, logits, self.cfg.env.obs_grid, self.cfg.env.logit_clip, params
             )
         )
-        obs = slot_observation(batch, *self._context(progress, lr_fraction))
+        progress, lr_fraction = self._context(progress, lr_fraction)
+        obs = slot_observation(batch, progress, lr_fraction)
         steps = self.cfg.agent.n_steps
         if self.steps_per_epoch is not None:  # a rollout never crosses an epoch's end
             steps = min(steps, self.steps_per_epoch - self.step_in_epoch)
@@ -325,7 +327,7 @@ class LearnedMix(RMix):
             features = hook.__enter__()
         self._pending = _Step(
             x_mix, y_mix, q, action, params, state, obs, batch, actions, values, log_probs,
-            teacher, counterfactual, features, hook,
+            teacher, counterfactual, features, hook, progress,
         )  # fmt: skip
         return x_mix, y_mix
 
@@ -378,7 +380,8 @@ class LearnedMix(RMix):
                 if reward is self.reward_fn:
                     counterfactual = cf
         if self._teacher is not None:
-            update_ema(self._teacher, self._model, self.cfg.env.ema_decay)
+            decay = ema_decay_at(self.cfg.env, self.cfg.trainer, step.progress)
+            update_ema(self._teacher, self._model, decay)
         self.global_step += 1
         self.step_in_epoch += 1
         self._prev_loss = float(out.loss)

@@ -96,6 +96,8 @@ class EnvConfig:
     counterfactual_every: int | None = None  # score a random top-k on every Nth step's state
     # (policy_gain; 0 off; None: 1 for rlmix.train_agent, 0 for rlmix.train)
     ema_decay: float = 0.99  # per-step decay of the EMA teacher (ema_agreement, teach rewards)
+    ema_decay_end: float | None = None  # the decay at the run's end: it follows the LR's fall
+    # from ema_decay (None: constant)
     partner_first: bool = False  # draw partners, lam and grid before the action and show them
 
 
@@ -193,6 +195,11 @@ def _check_ranges(cfg: Config) -> None:
             "must be >= 0 (0: off)",
         ),
         ("env.ema_decay", 0 <= e.ema_decay < 1, "must be in [0, 1)"),
+        (
+            "env.ema_decay_end",
+            e.ema_decay_end is None or 0 <= e.ema_decay_end < 1,
+            "must be in [0, 1) or null (constant decay)",
+        ),
         ("data.eval_batch_size", cfg.data.eval_batch_size >= 1, "must be >= 1"),
         ("data.val_size", cfg.data.val_size >= 0, "must be >= 0"),
         ("data.train_per_class", cfg.data.train_per_class >= 0, "must be >= 0"),

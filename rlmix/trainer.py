@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from rlmix import distributed
-from rlmix.config import Config
+from rlmix.config import Config, EnvConfig, TrainerConfig
 from rlmix.data.pipeline import build_loaders
 from rlmix.errors import ConfigError, RlmixError
 from rlmix.losses import get_loss
@@ -112,6 +113,21 @@ def update_ema(teacher: torch.nn.Module, model: torch.nn.Module, decay: float) -
         t_buf.copy_(buf)
 
 
+def ema_decay_at(env: EnvConfig, trainer: TrainerConfig, progress: float) -> float:
+    """The EMA teacher's decay at ``progress`` (the fraction of the run's steps done).
+
+    ``env.ema_decay`` throughout, or with ``env.ema_decay_end`` a decay tied to the schedule: it
+    stays at ``ema_decay`` while OneCycleLR warms up (the first ``trainer.pct_start`` of the run)
+    and moves to ``ema_decay_end`` as the learning rate falls, on the same cosine, so a slower
+    teacher averages over more of the small late steps."""
+    if env.ema_decay_end is None:
+        return env.ema_decay
+    start = trainer.pct_start
+    fall = min(max((progress - start) / (1.0 - start), 0.0), 1.0)
+    done = 0.5 * (1.0 - math.cos(math.pi * fall))
+    return env.ema_decay + (env.ema_decay_end - env.ema_decay) * done
+
+
 class Trainer:
     """Train one classifier with mix-up, one batch at a time.
 
@@ -126,8 +142,8 @@ class Trainer:
         cfg: the validated run config.
         hold_out: carve the held-out split (``data.val_size`` images of the training budget)
             because something reads it; ``data.hold_out: always`` carves it regardless.
-        teacher: keep an EMA teacher of the classifier (decay ``env.ema_decay``), updated after
-            every optimiser step.
+        teacher: keep an EMA teacher of the classifier (decay ``env.ema_decay``, or
+            :func:`ema_decay_at` with ``env.ema_decay_end``), updated after every optimiser step.
     """
 
     def __init__(self, cfg: Config, *, hold_out: bool = False, teacher: bool = False) -> None:
@@ -443,7 +459,8 @@ class Trainer:
             return self.teacher(x).float().softmax(dim=1)
 
     def _update_teacher(self) -> None:
-        update_ema(self.teacher, self.model, self.cfg.env.ema_decay)
+        decay = ema_decay_at(self.cfg.env, self.cfg.trainer, self.progress)
+        update_ema(self.teacher, self.model, decay)
 
     @property
     def lr(self) -> float:
@@ -538,4 +555,4 @@ class Trainer:
         return f"{what} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopping"
 
 
-__all__ = ["Batch", "StepOutput", "Trainer", "select_device", "update_ema"]
+__all__ = ["Batch", "StepOutput", "Trainer", "ema_decay_at", "select_device", "update_ema"]

@@ -64,6 +64,8 @@ def test_int_accepted_for_float_and_scientific_strings():
         ({"data": {"val_size": -1}}, r"'data.val_size' must be >= 0"),
         ({"trainer": {"checkpoint_every": 0}}, r"'trainer.checkpoint_every' must be >= 1"),
         ({"env": {"log_rewards": "grad_cosine"}}, r"'env.log_rewards' must be a list"),
+        ({"env": {"ema_decay_end": 1.0}}, r"'env.ema_decay_end' must be in \[0, 1\) or null"),
+        ({"env": {"ema_decay_end": "slow"}}, r"'env.ema_decay_end' must be of type"),
     ],
 )
 def test_validation_messages_name_the_key(data, match):

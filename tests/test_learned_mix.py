@@ -363,6 +363,26 @@ def test_nan_logits():
         mix.observe(bad)
 
 
+@pytest.mark.parametrize(("progress", "decay"), [(0.0, 0.5), (1.0, 0.0)])
+def test_the_teacher_decay_follows_the_progress_you_pass(progress, decay):
+    mix = LearnedMix(
+        10, reward="teach", **_small(**{"env.ema_decay": 0.5, "env.ema_decay_end": 0.0})
+    )
+    model = _model()
+    _steps(mix, model, _batches(1))
+    before = [p.clone() for p in mix._teacher.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = _batches(1, seed=1)[0]
+    x_mix, y_mix = mix(model, x, y, progress=progress)
+    logits = model(x_mix)
+    optimizer.zero_grad()
+    soft_ce(logits, y_mix).backward()
+    optimizer.step()
+    mix.observe(logits)
+    for old, new, w in zip(before, mix._teacher.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(new, decay * old + (1 - decay) * w.detach())
+
+
 def test_a_model_that_changes_between_calls():
     mix = LearnedMix(10, **_small())
     _steps(mix, _model(), _batches(1))

@@ -326,6 +326,37 @@ def test_the_ema_teacher_follows_the_classifier(tiny_config):
     assert "teacher" in t.state_dict()
 
 
+def test_the_teacher_decay_tied_to_the_schedule_follows_the_lrs_fall():
+    from rlmix.config import EnvConfig, TrainerConfig
+    from rlmix.trainer import ema_decay_at
+
+    trainer = TrainerConfig(pct_start=0.2)
+    constant = EnvConfig(ema_decay=0.99)
+    assert [ema_decay_at(constant, trainer, p) for p in (0.0, 0.5, 1.0)] == [0.99] * 3
+    env = EnvConfig(ema_decay=0.99, ema_decay_end=0.999)
+    # Warm-up: constant; then half the cosine fall at the fall's midpoint; the end decay at 1.
+    for progress, decay in [(0.0, 0.99), (0.2, 0.99), (0.6, 0.9945), (1.0, 0.999), (1.5, 0.999)]:
+        assert ema_decay_at(env, trainer, progress) == pytest.approx(decay, abs=1e-12)
+    # A quarter of the way down the fall: (1 - cos(pi / 4)) / 2 of the way from start to end.
+    quarter = 0.99 + 0.009 * (1 - 2**-0.5) / 2
+    assert ema_decay_at(env, trainer, 0.4) == pytest.approx(quarter, abs=1e-12)
+
+
+@pytest.mark.parametrize(("at_end", "decay"), [(False, 0.5), (True, 0.0)])
+def test_the_trainers_teacher_uses_the_scheduled_decay(tiny_config, at_end, decay):
+    from rlmix.trainer import Trainer
+
+    cfg = tiny_config(**{"env.ema_decay": 0.5, "env.ema_decay_end": 0.0})
+    t = Trainer(cfg, teacher=True)
+    t.begin_epoch()
+    t.global_step = t.total_steps if at_end else 0  # progress 1 or 0 (warm-up)
+    before = [p.clone() for p in t.teacher.parameters()]
+    batch = t.observe(saliency=False)
+    t.train_step(batch.x, batch.y)
+    for old, new, student in zip(before, t.teacher.parameters(), t.model.parameters(), strict=True):
+        torch.testing.assert_close(new, decay * old + (1 - decay) * student.detach())
+
+
 @pytest.mark.parametrize("record", ["logits", "last_layer"])
 def test_the_mixed_pass_records_the_last_layer_only_when_asked(tiny_config, record):
     """``mixed="logits"`` records the mixed batch's labels and logits without touching the last
