@@ -144,6 +144,31 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
+_ON_REQUEST = {
+    "clean_saliency": "clean_saliency",
+    "mixed_saliency": "mixed_saliency",
+    "val_loss": "val_loss",
+    "mixed": "mixed",
+    "val_grad": "val_grad",
+    "teacher_probs": "teacher",
+}
+
+
+def _unfilled_hint(inputs: RewardInputs, error: Exception) -> str:
+    """What to declare when a reward read a field the env left None because it was not asked."""
+    if not isinstance(error, (AttributeError, TypeError)) or "NoneType" not in str(error):
+        return ""
+    unfilled = [(f, flag) for f, flag in _ON_REQUEST.items() if getattr(inputs, f) is None]
+    if not unfilled:
+        return ""
+    fields = ", ".join(f for f, _ in unfilled)
+    flags = ", ".join(f"{flag}=True" for _, flag in unfilled)
+    return (
+        f" (the env fills only the inputs a reward asks for; None here: {fields}; decorate it "
+        f"with envs.rewards.register_reward(name, ...) and one of {flags})"
+    )
+
+
 @dataclass(frozen=True)
 class Reward:
     """A registered reward and the inputs it needs (see :func:`register_reward`)."""
@@ -158,7 +183,7 @@ class Reward:
     val_grad: bool = False
     teacher: bool = False
     outcome: bool = False
-    plain: bool = False  # a plain module:function: it may read any field (the mixed loss too)
+    plain: bool = False  # a plain module:function: it may read the mixed loss, so a counterfactual runs its pass
 
     @property
     def reads_mix(self) -> bool:
@@ -192,7 +217,7 @@ class Reward:
                 " on the counterfactual mix (a reward that needs the step's outcome must be "
                 "registered with register_reward(..., outcome=True))"
                 if inputs.counterfactual
-                else ""
+                else _unfilled_hint(inputs, e)
             )
             raise RlmixError(f"reward '{self.name}' raised {type(e).__name__}: {e}{hint}") from e
         expected = f"a float or {b} floats (one per image, batch order)"

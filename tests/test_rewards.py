@@ -167,6 +167,25 @@ def test_reward_that_raises_names_itself():
         reward(RewardInputs(q=torch.zeros(3), loss=0.0))
 
 
+def _reads_mixed(inputs: RewardInputs) -> torch.Tensor:
+    return inputs.mixed.labels.sum(1)
+
+
+def test_reward_that_reads_an_unrequested_field_is_told_how_to_ask():
+    reward = get_reward("tests.test_rewards:_reads_mixed")
+    inputs = RewardInputs(q=torch.zeros(3), loss=0.0, teacher_probs=torch.full((3, 2), 0.5))
+    with pytest.raises(
+        RlmixError,
+        match=r"raised AttributeError: .*NoneType.* \(the env fills only the inputs a reward asks "
+        r"for; None here: clean_saliency, mixed_saliency, val_loss, mixed, val_grad; decorate "
+        r"it with envs.rewards.register_reward\(name, ...\) and one of clean_saliency=True, "
+        r"mixed_saliency=True, val_loss=True, mixed=True, val_grad=True\)",
+    ):
+        reward(inputs)
+    with pytest.raises(RlmixError, match=r"raised KeyError: 'x'$"):
+        get_reward("tests.test_rewards:_broken")(inputs)
+
+
 def test_scalar_tensors_and_numpy_numbers_are_batch_rewards():
     for value in (torch.tensor(0.25), np.float32(0.25), np.array(0.25), 1):
         _RETURN["value"] = value
