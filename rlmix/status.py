@@ -6,8 +6,9 @@ Reads a study's ``study.json`` and each run's ``metrics.json`` and ``timings.jso
 at every checkpoint) and prints, per arm: the runs finished, the runs under way with the epochs
 they have checkpointed, the runs not started, the median seconds an epoch so far, and an estimate
 of the time left: each unfinished run's remaining epochs at its arm's median, over ``--jobs``
-parallel runs. It runs and writes nothing, so it can be read while ``rlmix.compare`` runs the
-study in another process (or after it was stopped: ``compare`` resumes it).
+parallel runs (never less than the longest run left). It runs and writes nothing, so it can be
+read while ``rlmix.compare`` runs the study in another process (or after it was stopped:
+``compare`` resumes it).
 """
 
 from __future__ import annotations
@@ -79,19 +80,20 @@ def study_progress(folder: Path) -> tuple[dict[str, Any], list[RunProgress]]:
 
 
 def seconds_left(runs: list[RunProgress], jobs: int) -> tuple[float, int]:
-    """Estimated seconds left at ``jobs`` parallel runs (each unfinished run's remaining epochs at
-    its arm's median seconds an epoch so far) and the unfinished runs of arms with no epoch
-    timed yet, which the estimate leaves out."""
+    """Estimated seconds left at ``jobs`` parallel runs and the unfinished runs of arms with no
+    epoch timed yet, which the estimate leaves out. Each unfinished run's remaining epochs take
+    its arm's median seconds an epoch so far; the runs share ``jobs`` slots, and the longest
+    run left bounds the estimate from below (one run uses one slot)."""
     medians = _medians(runs)
-    total, untimed = 0.0, 0
+    left, untimed = [], 0
     for r in runs:
         if r.state == "done":
             continue
         if r.label in medians:
-            total += (r.epochs - r.epochs_done) * medians[r.label]
+            left.append((r.epochs - r.epochs_done) * medians[r.label])
         else:
             untimed += 1
-    return total / jobs, untimed
+    return max(sum(left) / jobs, max(left, default=0.0)), untimed
 
 
 def _medians(runs: list[RunProgress]) -> dict[str, float]:
