@@ -524,6 +524,13 @@ def compare(
     bar = tqdm(total=len(study_jobs), desc="compare", disable=not progress)
     if resumed:
         bar.write(f"compare: continuing the study in {out}")
+    if not progress:  # in the background: say how to look in
+        where = f" --jobs {jobs}" if launcher == "local" and jobs > 1 else ""
+        print(
+            f"compare: {len(study_jobs)} runs; see where they stand with "
+            f"python -m rlmix.status {out}{where}",
+            flush=True,
+        )
 
     def report(result: Result) -> None:
         bar.set_postfix_str(f"{result.label} seed {result.seed} done")

@@ -78,6 +78,16 @@ def test_the_command_prints_one_row_per_arm(study, capsys):
     assert "time left: under a minute at 2 jobs (each arm's median" in out
 
 
+def test_a_study_in_the_background_says_how_to_look_in(tiny_config, tmp_path, capsys):
+    cfg = tiny_config(epochs=1, eval_fgsm=False)
+    compare(cfg, ["vanilla"], [0], None, tmp_path / "s", progress=False)
+    out = capsys.readouterr().out
+    assert (
+        f"compare: 2 runs; see where they stand with python -m rlmix.status {tmp_path / 's'}\n"
+        in out
+    )
+
+
 def test_a_finished_study_says_so(finished_study, capsys):
     assert run_main(status_main, [str(finished_study)]) == 0
     out = capsys.readouterr().out
