@@ -183,7 +183,8 @@ class Reward:
     val_grad: bool = False
     teacher: bool = False
     outcome: bool = False
-    plain: bool = False  # a plain module:function: it may read the mixed loss, so a counterfactual runs its pass
+    # a plain module:function: it may read the mixed loss, so a counterfactual runs its pass
+    plain: bool = False
 
     @property
     def reads_mix(self) -> bool:
