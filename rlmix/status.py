@@ -142,7 +142,9 @@ def report(folder: Path, jobs: int) -> str:
         )
     left, untimed = seconds_left(runs, jobs)
     if count["done"] == len(runs):
-        lines += ["", "finished: read it with python -m rlmix.compare ... --tables-only"]
+        tables = folder / "results.md"
+        where = f"its tables are in {tables}" if tables.is_file() else "no tables written yet"
+        lines += ["", f"finished: {where} (compare ... --tables-only writes them again)"]
     else:
         unknown = f", plus {untimed} runs of arms not timed yet" if untimed else ""
         lines += [

@@ -92,7 +92,7 @@ def test_a_finished_study_says_so(finished_study, capsys):
     assert run_main(status_main, [str(finished_study)]) == 0
     out = capsys.readouterr().out
     assert "4 of 4 runs finished, 0 under way, 0 not started" in out
-    assert "finished: read it with python -m rlmix.compare ... --tables-only" in out
+    assert f"finished: its tables are in {finished_study / 'results.md'} (compare" in out
 
 
 @pytest.mark.parametrize(
