@@ -53,6 +53,7 @@ from rlmix.config import MAX_SEED, Config, load_config
 from rlmix.errors import ConfigError
 from rlmix.io import atomic_write_text, check_writable
 from rlmix.launch import LAUNCHERS, run_jobs
+from rlmix.locks import hold
 from rlmix.plots import plot_curves
 from rlmix.report import PAIRED, runs_csv, summary_csv, to_markdown
 from rlmix.stats import holm_paired, mean_interval, mean_std, paired_difference
@@ -514,12 +515,40 @@ def compare(
     study_jobs = make_jobs(cfg, study_arms, seeds, out)  # validates every arm's config
     check_writable(out)
     study = manifest(cfg, study_arms, seeds, reference)
-    resumed = open_study(out, study, resume=resume or tables_only)
     if tables_only:
+        open_study(out, study, resume=True)
         done = finished(study_jobs)
         if not done:
             raise ConfigError(f"no seed of the study in '{out}' has finished all its runs yet")
         return _tables(cfg, done, out, reference, confidence, versus, "tables only")
+    with hold(out, "rlmix.compare"):  # one compare at a time in a study
+        resumed = open_study(out, study, resume=resume)
+        results, when = _run_study(
+            study_jobs,
+            out,
+            resumed=resumed,
+            progress=progress,
+            jobs=jobs,
+            launcher=launcher,
+            address=address,
+            threads=threads,
+        )
+        return _tables(cfg, results, out, reference, confidence, versus, when)
+
+
+def _run_study(
+    study_jobs: list[Job],
+    out: Path,
+    *,
+    resumed: bool,
+    progress: bool,
+    jobs: int,
+    launcher: str,
+    address: str | None,
+    threads: int | None,
+) -> tuple[list[Result], str]:
+    """Run (or continue) the study's runs with a progress bar; their results and a line on the
+    wall time they took."""
     start = time.perf_counter()
     bar = tqdm(total=len(study_jobs), desc="compare", disable=not progress)
     if resumed:
@@ -548,8 +577,7 @@ def compare(
     finally:
         bar.close()
     where = f"{jobs} job{'s' if jobs > 1 else ''}" if launcher == "local" else launcher
-    when = f"{time.perf_counter() - start:.0f} s{' this time' if resumed else ''}, {where}"
-    return _tables(cfg, results, out, reference, confidence, versus, when)
+    return results, f"{time.perf_counter() - start:.0f} s{' this time' if resumed else ''}, {where}"
 
 
 def finished(jobs: list[Job]) -> list[Result]:

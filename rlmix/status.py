@@ -6,9 +6,10 @@ Reads a study's ``study.json`` and each run's ``metrics.json`` and ``timings.jso
 at every checkpoint) and prints, per arm: the runs finished, the runs under way with the epochs
 they have checkpointed, the runs not started, the median seconds an epoch so far, and an estimate
 of the time left: each unfinished run's remaining epochs at its arm's median, over ``--jobs``
-parallel runs (never less than the longest run left). It runs and writes nothing, so it can be
-read while ``rlmix.compare`` runs the study in another process (or after it was stopped:
-``compare`` resumes it).
+parallel runs (never less than the longest run left), and whether a ``compare`` runs the study
+now (the lock it holds, :mod:`rlmix.locks`). It runs and writes nothing, so it can be read while
+``rlmix.compare`` runs the study in another process (or after it was stopped: ``compare``
+resumes it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rlmix.cli import ArgumentParser, run_main
 from rlmix.compare import make_jobs
 from rlmix.config import load_config
 from rlmix.errors import ConfigError
+from rlmix.locks import holder
 from rlmix.study import MANIFEST, Job, state_of
 
 
@@ -152,7 +154,18 @@ def report(folder: Path, jobs: int) -> str:
             f"time left: {_duration(left)} at {jobs} job{'s' if jobs > 1 else ''}"
             f"{unknown} (each arm's median seconds an epoch so far)",
         ]
+        lines += _running(folder)
     return "\n".join(lines)
+
+
+def _running(folder: Path) -> list[str]:
+    """Whether a compare runs the unfinished study now (nothing when it cannot be told)."""
+    now = holder(folder)
+    if now.running is None:
+        return []
+    if now.running:
+        return [f"running now: rlmix.compare{f' pid {now.pid}' if now.pid else ''}"]
+    return ["not running: run the same rlmix.compare command again to continue it"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """rlmix.status: where a study stands, read from its run directories, and the time it has left."""
 
 import json
+import os
 import re
 import shutil
 
@@ -9,6 +10,7 @@ import pytest
 from rlmix.cli import run_main
 from rlmix.compare import compare
 from rlmix.config import load_config
+from rlmix.locks import LOCK_FILE, hold
 from rlmix.status import main as status_main
 from rlmix.status import seconds_left, study_progress
 from tests.conftest import TINY
@@ -111,3 +113,19 @@ def test_bad_folders_and_options_are_one_line(tmp_path, capsys, setup, argv, mat
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert re.search(match, err)
+
+
+def test_it_says_whether_a_compare_runs_the_study_now(study, capsys):
+    with hold(study, "rlmix.compare"):
+        run_main(status_main, [str(study)])
+    assert f"\nrunning now: rlmix.compare pid {os.getpid()}" in capsys.readouterr().out
+    run_main(status_main, [str(study)])
+    assert "\nnot running: run the same rlmix.compare command again to continue it" in (
+        capsys.readouterr().out
+    )
+    (study / LOCK_FILE).unlink()  # a study run before compare locked: nothing is said
+    run_main(status_main, [str(study)])
+    out = capsys.readouterr().out
+    assert "running" not in out and out.rstrip().endswith(
+        "(each arm's median seconds an epoch so far)"
+    )

@@ -1,0 +1,101 @@
+"""One process at a time in a study directory: an advisory lock that ``rlmix.compare`` holds while
+it runs a study, so that a second ``compare`` on the same ``--out`` (another terminal, a queue
+started twice) stops at once with one line instead of training the same runs beside the first.
+
+The lock is ``flock`` on a small file in the directory holding the owner's pid. The system drops
+it when the owner exits, however it exits (a kill, a crash, a power cut leave no stale lock), so
+nothing ever has to remove it. ``rlmix.status`` asks the same file whether a study is running.
+Where ``fcntl`` does not exist (Windows) there is no lock and :func:`holder` knows nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from rlmix.errors import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_FILE = ".rlmix.lock"
+
+
+def _pid(fd: int) -> int | None:
+    """The pid the lock file records (None while its owner has not written it yet)."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _take(fd: int, tries: int = 5) -> bool:
+    """Take the exclusive lock; a few short retries get past :func:`holder`'s brief look."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(0.05)
+    return False
+
+
+@contextlib.contextmanager
+def hold(directory: Path, command: str) -> Iterator[None]:
+    """Hold ``directory``'s lock while the block runs.
+
+    Raises:
+        ConfigError: another process holds it (one line naming its pid and ``command``).
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not _take(fd):
+            pid = _pid(fd)
+            raise ConfigError(
+                f"'{directory}' is in use by another {command}"
+                f"{f' (pid {pid})' if pid else ''}: wait for it to stop (python -m rlmix.status "
+                f"{directory} shows where it is) or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class Holder(NamedTuple):
+    """Whether a process holds a directory's lock: ``running`` is None when it cannot be told
+    (no lock file: never run by a locking rlmix, or no ``fcntl``); ``pid`` is the holder's."""
+
+    running: bool | None
+    pid: int | None = None
+
+
+def holder(directory: Path) -> Holder:
+    """Who holds ``directory``'s lock now, without taking it."""
+    path = directory / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return Holder(None)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return Holder(None)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return Holder(True, _pid(fd))
+        return Holder(False)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["LOCK_FILE", "Holder", "hold", "holder"]
