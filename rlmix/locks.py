@@ -1,11 +1,13 @@
-"""One process at a time in a study directory: an advisory lock that ``rlmix.compare`` holds while
-it runs a study, so that a second ``compare`` on the same ``--out`` (another terminal, a queue
-started twice) stops at once with one line instead of training the same runs beside the first.
+"""One process at a time in a study folder: an advisory lock that ``rlmix.compare`` (and
+``rlmix.loop``) holds while it runs a study, so that a second one on the same ``--out`` (another
+terminal, a queue started twice) stops at once with one line instead of training the same runs
+beside the first.
 
-The lock is ``flock`` on a small file in the directory holding the owner's pid. The system drops
-it when the owner exits, however it exits (a kill, a crash, a power cut leave no stale lock), so
-nothing ever has to remove it. ``rlmix.status`` asks the same file whether a study is running.
-Where ``fcntl`` does not exist (Windows) there is no lock and :func:`holder` knows nothing.
+The lock is ``flock`` on a small file in the folder holding the owner's pid and command. The
+system drops it when the owner exits, however it exits (a kill, a crash, a power cut leave no
+stale lock), so nothing ever has to remove it. ``rlmix.status`` asks the same file whether a
+study is running. Where ``fcntl`` does not exist (Windows) there is no lock and :func:`holder`
+knows nothing.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ except ImportError:  # pragma: no cover - Windows
 LOCK_FILE = ".rlmix.lock"
 
 
-def _pid(fd: int) -> int | None:
-    """The pid the lock file records (None while its owner has not written it yet)."""
-    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-    return int(text) if text.isdigit() else None
+def _owner(fd: int) -> tuple[int | None, str]:
+    """The pid and command the lock file records (None and "" while its owner has not written
+    them yet)."""
+    pid, _, command = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
+    return (int(pid) if pid.isdigit() else None), command
 
 
 def _take(fd: int, tries: int = 5) -> bool:
@@ -47,10 +50,11 @@ def _take(fd: int, tries: int = 5) -> bool:
 
 @contextlib.contextmanager
 def hold(directory: Path, command: str) -> Iterator[None]:
-    """Hold ``directory``'s lock while the block runs.
+    """Hold ``directory``'s lock while the block runs, as ``command`` (what a refused process is
+    told holds it).
 
     Raises:
-        ConfigError: another process holds it (one line naming its pid and ``command``).
+        ConfigError: another process holds it (one line naming its command and pid).
     """
     if fcntl is None:  # pragma: no cover - Windows
         yield
@@ -58,14 +62,14 @@ def hold(directory: Path, command: str) -> Iterator[None]:
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if not _take(fd):
-            pid = _pid(fd)
+            pid, owner = _owner(fd)
             raise ConfigError(
-                f"'{directory}' is in use by another {command}"
+                f"'{directory}' is in use by another {owner or 'rlmix process'}"
                 f"{f' (pid {pid})' if pid else ''}: wait for it to stop (python -m rlmix.status "
                 f"{directory} shows where it is) or use another --out"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -73,10 +77,12 @@ def hold(directory: Path, command: str) -> Iterator[None]:
 
 class Holder(NamedTuple):
     """Whether a process holds a directory's lock: ``running`` is None when it cannot be told
-    (no lock file: never run by a locking rlmix, or no ``fcntl``); ``pid`` is the holder's."""
+    (no lock file: never run by a locking rlmix, or no ``fcntl``); ``pid`` and ``command`` are
+    the holder's."""
 
     running: bool | None
     pid: int | None = None
+    command: str = ""
 
 
 def holder(directory: Path) -> Holder:
@@ -92,7 +98,7 @@ def holder(directory: Path) -> Holder:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return Holder(True, _pid(fd))
+            return Holder(True, *_owner(fd))
         return Holder(False)
     finally:
         os.close(fd)

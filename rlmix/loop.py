@@ -33,6 +33,7 @@ from rlmix.data.pipeline import build_loaders
 from rlmix.errors import ConfigError
 from rlmix.io import atomic_write_json, atomic_write_text, check_writable
 from rlmix.launch import map_stoppable
+from rlmix.locks import hold
 from rlmix.losses import get_loss
 from rlmix.metrics import collect, summarize
 from rlmix.mixing import RMix
@@ -164,15 +165,16 @@ def loop_study(
             run_cfg = {**cfg.to_dict(), "seed": seed, "out": str(out / mixer / f"seed{seed}")}
             runs.append((run_cfg, mixer, max(1, (os.cpu_count() or 1) // jobs)))
     check_writable(out)
-    start = time.perf_counter()
-    results = map_stoppable(_run, [(r,) for r in runs], jobs)
-    table = _table(results, mixers, cfg, out, time.perf_counter() - start, jobs)
-    rows = [
-        {"mixer": r["mixer"], "seed": r["seed"], **{k: v for k, v in r["final"].items() if not isinstance(v, list)}}
-        for r in results
-    ]  # fmt: skip
-    atomic_write_text(out / "results.md", table)
-    atomic_write_text(out / "runs.csv", csv_text(rows))
+    with hold(out, "rlmix.loop"):  # one loop study at a time in a folder
+        start = time.perf_counter()
+        results = map_stoppable(_run, [(r,) for r in runs], jobs)
+        table = _table(results, mixers, cfg, out, time.perf_counter() - start, jobs)
+        rows = [
+            {"mixer": r["mixer"], "seed": r["seed"], **{k: v for k, v in r["final"].items() if not isinstance(v, list)}}
+            for r in results
+        ]  # fmt: skip
+        atomic_write_text(out / "results.md", table)
+        atomic_write_text(out / "runs.csv", csv_text(rows))
     return table
 
 

@@ -164,7 +164,7 @@ def _running(folder: Path) -> list[str]:
     if now.running is None:
         return []
     if now.running:
-        return [f"running now: rlmix.compare{f' pid {now.pid}' if now.pid else ''}"]
+        return [f"running now: {now.command or 'rlmix'}{f' pid {now.pid}' if now.pid else ''}"]
     return ["not running: run the same rlmix.compare command again to continue it"]
 
 

@@ -12,6 +12,7 @@ from rlmix.compare import compare
 from rlmix.compare import main as compare_main
 from rlmix.errors import ConfigError
 from rlmix.locks import LOCK_FILE, Holder, hold, holder
+from rlmix.loop import loop_study
 
 HOLD_AND_WAIT = """
 import sys
@@ -25,7 +26,7 @@ with hold(Path(sys.argv[1]), "rlmix.compare"):
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path):
     with hold(tmp_path, "rlmix.compare"):
-        assert holder(tmp_path) == Holder(True, os.getpid())
+        assert holder(tmp_path) == Holder(True, os.getpid(), "rlmix.compare")
         with pytest.raises(
             ConfigError,
             match=rf"^'{tmp_path}' is in use by another rlmix.compare \(pid {os.getpid()}\): "
@@ -54,7 +55,7 @@ def test_a_killed_owner_leaves_no_stale_lock(tmp_path):
     )
     try:
         assert owner.stdout.readline() == "held\n"
-        assert holder(tmp_path) == Holder(True, owner.pid)
+        assert holder(tmp_path) == Holder(True, owner.pid, "rlmix.compare")
         with pytest.raises(ConfigError, match=rf"\(pid {owner.pid}\)"):
             with hold(tmp_path, "rlmix.compare"):
                 pass
@@ -87,6 +88,15 @@ def test_the_command_says_it_in_one_line(tmp_path, tiny_cli_args, capsys):
         assert run_main(compare_main, [*argv, *tiny_cli_args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"is in use by another rlmix.compare (pid {os.getpid()})" in err[0]
+
+
+def test_a_loop_study_is_told_which_command_holds_its_folder(tiny_config, tmp_path):
+    out = tmp_path / "loop"
+    out.mkdir()
+    with hold(out, "rlmix.compare"):
+        with pytest.raises(ConfigError, match=r"in use by another rlmix.compare \(pid "):
+            loop_study(tiny_config(epochs=1), ["rmix"], [0], out)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
 
 
 def test_a_finished_compare_leaves_the_study_free(tiny_config, tmp_path):
