@@ -189,7 +189,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
-    print("\n\n".join(report(Path(s), args.jobs) for s in args.studies))
+    folders = [Path(s) for s in args.studies]
+    started = [f for f in folders if (f / MANIFEST).exists()]
+    if len(folders) > 1 and not started:
+        raise ConfigError(f"none of {', '.join(map(str, folders))} holds a study ({MANIFEST})")
+    # Studies queued one after another (make budget-study): the ones not begun are one line.
+    reports = [
+        report(f, args.jobs)
+        if f in started or len(folders) == 1
+        else f"{f}: not started ({MANIFEST} is missing)"
+        for f in folders
+    ]
+    print("\n\n".join(reports))
     return 0
 
 

@@ -129,3 +129,14 @@ def test_it_says_whether_a_compare_runs_the_study_now(study, capsys):
     assert "running" not in out and out.rstrip().endswith(
         "(each arm's median seconds an epoch so far)"
     )
+
+
+def test_studies_queued_behind_others_are_one_line_each(study, tmp_path, capsys):
+    later = tmp_path / "later"
+    assert run_main(status_main, [str(study), str(later), "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 4 runs finished, 1 under way, 1 not started" in out
+    assert out.rstrip().endswith(f"{later}: not started (study.json is missing)")
+    assert run_main(status_main, [str(later), str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: none of {later}, {tmp_path / 'other'} holds a study (study.json)"]
