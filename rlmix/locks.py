@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -36,8 +37,9 @@ def _owner(fd: int) -> tuple[int | None, str]:
     return (int(pid) if pid.isdigit() else None), command
 
 
-def _take(fd: int, tries: int = 5) -> bool:
-    """Take the exclusive lock; a few short retries get past :func:`holder`'s brief look."""
+def _take(fd: int, tries: int = 5) -> bool | None:
+    """Take the exclusive lock: True, or False when another process holds it (a few short
+    retries get past :func:`holder`'s brief look), or None when the file system has no locks."""
     for attempt in range(tries):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -45,13 +47,15 @@ def _take(fd: int, tries: int = 5) -> bool:
         except BlockingIOError:
             if attempt + 1 < tries:
                 time.sleep(0.05)
+        except OSError:  # e.g. ENOLCK on some network file systems
+            return None
     return False
 
 
 @contextlib.contextmanager
 def hold(directory: Path, command: str) -> Iterator[None]:
     """Hold ``directory``'s lock while the block runs, as ``command`` (what a refused process is
-    told holds it).
+    told holds it). Where the folder cannot be locked the block runs with a warning.
 
     Raises:
         ConfigError: another process holds it (one line naming its command and pid).
@@ -59,20 +63,39 @@ def hold(directory: Path, command: str) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if not _take(fd):
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        _unlocked(directory, command, e)
+        yield
+        return
+    try:
+        taken = _take(fd)
+        if taken is False:
             pid, owner = _owner(fd)
             raise ConfigError(
                 f"'{directory}' is in use by another {owner or 'rlmix process'}"
                 f"{f' (pid {pid})' if pid else ''}: wait for it to stop (python -m rlmix.status "
                 f"{directory} shows where it is) or use another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+        if taken:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+        else:
+            _unlocked(directory, command, None)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _unlocked(directory: Path, command: str, error: OSError | None) -> None:
+    why = f" ({error.strerror or error})" if error else " (its file system has no locks)"
+    warnings.warn(
+        f"cannot lock '{directory}'{why}: nothing stops a second {command} on it, so run one at "
+        "a time there",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 class Holder(NamedTuple):
@@ -99,6 +122,8 @@ def holder(directory: Path) -> Holder:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return Holder(True, *_owner(fd))
+        except OSError:  # no locks on this file system
+            return Holder(None)
         return Holder(False)
     finally:
         os.close(fd)

@@ -1,12 +1,14 @@
 """One compare at a time in a study directory: the lock, what a second compare is told, and what
 rlmix.status reads from it."""
 
+import errno
 import os
 import subprocess
 import sys
 
 import pytest
 
+from rlmix import locks
 from rlmix.cli import run_main
 from rlmix.compare import compare
 from rlmix.compare import main as compare_main
@@ -103,3 +105,13 @@ def test_a_finished_compare_leaves_the_study_free(tiny_config, tmp_path):
     out = tmp_path / "study"
     compare(tiny_config(epochs=1, eval_fgsm=False), ["vanilla"], [0], None, out, progress=False)
     assert holder(out) == Holder(False)
+
+
+def test_a_file_system_without_locks_runs_with_a_warning(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(locks.fcntl, "flock", no_locks)
+    with pytest.warns(RuntimeWarning, match=r"\(its file system has no locks\): nothing stops a "):
+        with hold(tmp_path, "rlmix.compare"):
+            assert holder(tmp_path) == Holder(None)
