@@ -146,7 +146,7 @@ def plot_sweep(rows: list[dict], reference: str, metric: str, path: str | Path) 
                         label=policy, markersize=4)  # fmt: skip
     setting = rows[0].get("key", "setting")
     for ax, (key, label) in zip(axes, panels, strict=True):
-        ax.set_ylabel(label if key == "mean" else f"{label} (paired, 95 % CI)")
+        ax.set_ylabel(label if key == "mean" else f"{label}\n(paired, 95 % CI)")
         if key != "mean":
             ax.axhline(0.0, color="grey", linewidth=1)
         ax.set_xlabel(setting)
@@ -157,5 +157,14 @@ def plot_sweep(rows: list[dict], reference: str, metric: str, path: str | Path) 
                 ax.set_xscale("log")
                 ax.set_xticks([where[v] for v in values], [str(v) for v in values])
                 ax.minorticks_off()
+    if panels[-1][0] == "diff_best":  # name the best fixed policy at each value
+        named = {}
+        for r in rows:
+            if "diff_best" in r and r["setting"] not in named:
+                named[r["setting"]] = (where[r["setting"]], r["diff_best"].mean, r["best"])
+        for x, y, best in named.values():
+            axes[-1].annotate(f"vs {best}", (x, y), xytext=(5, 5), textcoords="offset points",
+                              fontsize=7)  # fmt: skip
     axes[0].legend(fontsize=7)
+    fig.tight_layout()  # room for each panel's y label
     return save_figure(fig, path)

@@ -127,3 +127,25 @@ def test_key_names_the_setting_when_another_key_changes_with_it(studies, tmp_pat
     assert "Also changed with data.train_per_class: trainer.epochs = 1, 2." in table
     with pytest.raises(ConfigError, match=r"--key model.name is the same in every study"):
         sweep([studies / "e1", moved], key="model.name")
+
+
+def test_the_plot_names_the_best_fixed_policy_at_each_value(studies, tmp_path, monkeypatch):
+    from rlmix import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
+    _, rows = sweep([studies / "e1", studies / "e2"], best_of=["vanilla"])
+    plots.plot_sweep(rows, "rmix", "top1", tmp_path / "sweep.png")
+    axes = figures[0].axes
+    assert [a.get_ylabel() for a in axes] == [
+        "top1 (mean, 95 % CI)",
+        "Δ top1 vs rmix\n(paired, 95 % CI)",
+        "Δ top1 vs the best fixed policy\n(paired, 95 % CI)",
+    ]
+    diff = {(r["setting"], r["policy"]): r["diff_best"].mean for r in rows if "diff_best" in r}
+    named = {(t.get_text(), t.xy) for t in axes[2].texts}  # one per value, at its first point
+    assert named == {
+        ("vs vanilla", (1.0, diff[1, "rmix"])),
+        ("vs vanilla", (2.0, diff[2, "rmix"])),
+        ("vs vanilla", (3.0, diff[3, "vanilla[3ep]"])),  # the arm at its own epochs
+    }
