@@ -33,6 +33,7 @@ from rlmix.mixers import (
     saliency_box,
     transport_plan,
 )
+from rlmix.mixers.graphcut import cut_grid
 from rlmix.mixing import MixParams, create_mixer, list_mixers, one_hot
 from rlmix.train import train_fixed
 from rlmix.trainer import Trainer
@@ -279,6 +280,33 @@ def test_missing_gco_is_one_line_with_the_install_hint(monkeypatch):
             match=rf"{name} solves graph cuts with gco-wrapper, which is not installed: pip install 'rlmix\[graphcut\]'",
         ):
             create_mixer(name)
+
+
+# -- the shared graph cut -------------------------------------------------------------------------
+
+
+@needs_gco
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize(("h", "w", "labels"), [(2, 2, 2), (4, 4, 5), (8, 6, 3)])
+def test_cut_grid_equals_gco_wrappers_own_grid_cut(dtype, h, w, labels):
+    import gco
+
+    rng = np.random.default_rng(h * w * labels)
+    scale = 1 if dtype is np.float32 else 1000
+    most_labels = 0
+    for _ in range(20):
+        unary = (rng.random((h, w, labels)) * scale).astype(dtype)
+        label_cost = (1.0 - np.eye(labels, dtype=np.float32)) * rng.choice([0.25, 1.0])
+        label_cost = np.maximum(label_cost, label_cost.T)
+        edge_v = (rng.random((h - 1, w)) * 0.6 * scale).astype(dtype)
+        edge_h = (rng.random((h, w - 1)) * 0.6 * scale).astype(dtype)
+        if dtype is np.int32:
+            label_cost = (label_cost * 4).astype(np.int32)
+        ours = cut_grid(gco, unary, label_cost, edge_v, edge_h)
+        theirs = gco.cut_grid_graph(unary, label_cost, edge_v, edge_h, algorithm="swap")
+        np.testing.assert_array_equal(ours, theirs.reshape(h, w))
+        most_labels = max(most_labels, len(np.unique(ours)))
+    assert most_labels > 1  # the cases are not all one label
 
 
 # -- Co-Mixup -------------------------------------------------------------------------------------

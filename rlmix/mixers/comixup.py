@@ -30,6 +30,7 @@ implemented (``--m_thres_type hard``, their default).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 from types import ModuleType
 from typing import Any
 
@@ -54,7 +55,6 @@ __all__ = ["CoMixup", "ComixupParams", "comixup_assign", "comixup_objective"]
 
 _PAIR_DISCOUNT = 5e-4  # a mixed label is this much cheaper than the mean of its two inputs
 _PAIR_COST = 0.25  # smoothness cost between a mixed label and either of its inputs
-_TRIO = torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]])  # the three pairs
 
 
 def comixup_objective(
@@ -73,34 +73,31 @@ def comixup_objective(
 
 
 def _cut_output(
-    gco: ModuleType, unary: torch.Tensor, count: torch.Tensor, beta: float, pairs: bool
-) -> torch.Tensor:
-    """A new labelling (g, g, n) of one output by a graph cut over the unary costs (g, g, n);
-    with ``pairs``, the 50/50 mixes of the inputs the output uses (its two, or its three most
-    used) are offered as extra labels."""
+    gco: ModuleType, unary: np.ndarray, count: torch.Tensor, beta: float, pairs: bool
+) -> np.ndarray:
+    """A new labelling (g, g, n) of one output by a graph cut over the unary costs (g, g, n)
+    float32; with ``pairs``, the 50/50 mixes of the inputs the output uses (its two, or its
+    three most used by ``count``) are offered as extra labels. NumPy inside: the hundreds of
+    cuts a batch are small, and torch's per-call overhead dominated them."""
     g, _, n = unary.shape
     used = (count > 0).nonzero().flatten()
     if pairs and len(used) >= 3:
         used = used[count[used].topk(3).indices].sort().values
-        soft = _TRIO.to(unary)
-    elif pairs and len(used) == 2:
-        soft = torch.tensor([[0.5, 0.5]], dtype=unary.dtype, device=unary.device)
-    else:
-        used, soft = used[:0], torch.zeros(0, 0, dtype=unary.dtype, device=unary.device)
-    extra = unary[:, :, used] @ soft.T - _PAIR_DISCOUNT  # (g, g, number of pairs)
-    labels = n + len(soft)
+    chosen_pairs = list(combinations(used.tolist(), 2)) if pairs and len(used) in (2, 3) else []
+    extra = [0.5 * unary[:, :, a] + 0.5 * unary[:, :, b] - _PAIR_DISCOUNT for a, b in chosen_pairs]
+    labels = n + len(chosen_pairs)
     label_cost = 1.0 - np.eye(labels, dtype=np.float32)
-    for p, weights in enumerate(soft.tolist()):
-        for j, w in zip(used.tolist(), weights, strict=True):
-            label_cost[n + p, j] = label_cost[j, n + p] = _PAIR_COST if w > 0 else 1.0
+    for p, pair in enumerate(chosen_pairs, start=n):
+        label_cost[p, pair] = label_cost[pair, p] = _PAIR_COST
     edges_v = np.full((g - 1, g), beta, dtype=np.float32)
     edges_h = np.full((g, g - 1), beta, dtype=np.float32)
-    full = torch.cat([unary, extra], dim=2).cpu().numpy().astype(np.float32)
-    chosen = torch.from_numpy(cut_grid(gco, full, label_cost, edges_v, edges_h)).to(unary.device)
-    onehot = F.one_hot(chosen.long(), labels).to(unary.dtype)
-    mix = torch.zeros(len(soft), n, dtype=unary.dtype, device=unary.device)
-    mix[:, used] = soft
-    return onehot[:, :, :n] + onehot[:, :, n:] @ mix
+    full = np.concatenate([unary, *(e[:, :, None] for e in extra)], axis=2, dtype=np.float32)
+    chosen = cut_grid(gco, full, label_cost, edges_v, edges_h)
+    share = np.zeros((labels, n), dtype=np.float32)  # each label's share of each input
+    share[np.arange(n), np.arange(n)] = 1.0
+    for p, pair in enumerate(chosen_pairs, start=n):
+        share[p, pair] = 0.5
+    return share[chosen]
 
 
 def _separate_duplicates(mask: torch.Tensor) -> torch.Tensor:
@@ -163,7 +160,8 @@ def comixup_assign(
             unary = cost + penalty[:, None, None]
             if extra is not None:
                 unary = unary + gamma * extra[o][:, None, None]
-            mask[o] = _cut_output(gco, unary.permute(1, 2, 0), count, beta, round_ > 0)
+            cut = _cut_output(gco, unary.permute(1, 2, 0).cpu().numpy(), count, beta, round_ > 0)
+            mask[o] = torch.from_numpy(cut).to(mask.device)
             load = load + mask[o].sum(dim=(0, 1))
         if set_resolve and round_ == niter - 2:
             extra = _separate_duplicates(mask)
