@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -12,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 from rlmix import distributed
 from rlmix.errors import ConfigError, RlmixError
+from rlmix.io import check_writable
+from rlmix.locks import hold
 
 
 def add_config_args(parser: argparse.ArgumentParser, *, seed: bool = True) -> None:
@@ -62,20 +65,28 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def run_training(train: Callable[..., dict], cfg: object, args: argparse.Namespace) -> dict:
+def run_training(
+    train: Callable[..., dict], cfg: object, args: argparse.Namespace, command: str
+) -> dict:
     """Join torchrun's process group (if launched by it) and call ``train(cfg, ...)`` with the
     run options of :func:`add_run_args`; progress bars show on rank 0 only. A follower rank
     gets ``{"exit_code": c}`` back: rank 0 reports the run. Every way out leaves the process
     group: together (a barrier first) when the run finished, stopped or met an error every rank
-    agreed on; alone when only this rank failed."""
+    agreed on; alone when only this rank failed. Rank 0 holds the run directory's lock as
+    ``command`` (:mod:`rlmix.locks`): a second process on the same ``--out`` is refused."""
     distributed.setup()
+    lock = contextlib.ExitStack()
     try:
-        metrics = train(
-            cfg,
-            resume=args.resume,
-            progress=not args.no_progress and distributed.current().is_main,
-            stop_after=args.stop_after_epoch,
-        )
+        with lock:
+            distributed.on_main(
+                lambda: lock.enter_context(hold(check_writable(cfg.out), command, study=False))
+            )
+            metrics = train(
+                cfg,
+                resume=args.resume,
+                progress=not args.no_progress and distributed.current().is_main,
+                stop_after=args.stop_after_epoch,
+            )
     except BaseException as e:  # every rank meets an agreed error: leave together
         distributed.teardown(wait=getattr(e, "collective", False))
         raise

@@ -1,7 +1,8 @@
-"""One process at a time in a study folder: an advisory lock that ``rlmix.compare`` (and
-``rlmix.loop``) holds while it runs a study, so that a second one on the same ``--out`` (another
-terminal, a queue started twice) stops at once with one line instead of training the same runs
-beside the first.
+"""One process at a time in a folder: an advisory lock that ``rlmix.compare`` (and
+``rlmix.loop``) holds on a study folder while it runs the study, and every training run
+(``rlmix.train``, ``rlmix.train_agent``, a study's run) on its run directory, so that a second
+process on the same ``--out`` (another terminal, a queue started twice, a hand-made ``--resume``
+of a run a study is training) stops at once with one line instead of writing beside the first.
 
 The lock is ``flock`` on a small file in the folder holding the owner's pid and command. The
 system drops it when the owner exits, however it exits (a kill, a crash, a power cut leave no
@@ -53,9 +54,10 @@ def _take(fd: int, tries: int = 5) -> bool | None:
 
 
 @contextlib.contextmanager
-def hold(directory: Path, command: str) -> Iterator[None]:
+def hold(directory: Path, command: str, *, study: bool = True) -> Iterator[None]:
     """Hold ``directory``'s lock while the block runs, as ``command`` (what a refused process is
-    told holds it). Where the folder cannot be locked the block runs with a warning.
+    told holds it). Where the folder cannot be locked the block runs with a warning. ``study``:
+    the folder is a study, and the refusal says how to watch it (``rlmix.status``).
 
     Raises:
         ConfigError: another process holds it (one line naming its command and pid).
@@ -73,10 +75,10 @@ def hold(directory: Path, command: str) -> Iterator[None]:
         taken = _take(fd)
         if taken is False:
             pid, owner = _owner(fd)
+            watch = f" (python -m rlmix.status {directory} shows where it is)" if study else ""
             raise ConfigError(
                 f"'{directory}' is in use by another {owner or 'rlmix process'}"
-                f"{f' (pid {pid})' if pid else ''}: wait for it to stop (python -m rlmix.status "
-                f"{directory} shows where it is) or use another --out"
+                f"{f' (pid {pid})' if pid else ''}: wait for it to stop{watch} or use another --out"
             ) from None
         if taken:
             os.ftruncate(fd, 0)

@@ -242,17 +242,19 @@ def run_command(
     train: Callable[..., dict[str, Any]],
     args: argparse.Namespace,
     *,
+    command: str,
     files: Sequence[str],
     **flags: object,
 ) -> int:
-    """``main`` of a training command: config from ``args`` (``flags`` are more shortcut
-    overrides, e.g. ``policy``), ``train`` under torchrun if launched by it, then the summary
-    (``files``: what the run directory holds besides its metrics)."""
+    """``main`` of a training ``command`` (its name, e.g. ``rlmix.train``): config from ``args``
+    (``flags`` are more shortcut overrides, e.g. ``policy``), ``train`` under torchrun if
+    launched by it, then the summary (``files``: what the run directory holds besides its
+    metrics)."""
     cfg = load_config(
         args.config, overrides_from_args(args, **{"env.reward": args.reward}, **flags)
     )
     start = time.perf_counter()
-    metrics = run_training(train, cfg, args)
+    metrics = run_training(train, cfg, args, command)
     if "exit_code" in metrics:  # a follower rank: rank 0 reports
         if metrics["exit_code"]:
             raise FollowerExit(metrics["exit_code"])

@@ -120,7 +120,7 @@ def train_fixed(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     files = ("checkpoint.pt", "accuracy.png")
-    return run_command(train_fixed, args, files=files, policy=args.policy)
+    return run_command(train_fixed, args, command="rlmix.train", files=files, policy=args.policy)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def _agent_entry(run: Run) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     files = ("checkpoint.pt", "agent.zip", "accuracy.png")
-    return run_command(train_agent, args, files=files)
+    return run_command(train_agent, args, command="rlmix.train_agent", files=files)
 
 
 if __name__ == "__main__":

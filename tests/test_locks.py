@@ -1,10 +1,11 @@
-"""One compare at a time in a study directory: the lock, what a second compare is told, and what
-rlmix.status reads from it."""
+"""One process at a time in a study directory and in a run directory: the lock, what a second
+process is told, and what rlmix.status reads from it."""
 
 import errno
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from rlmix.compare import main as compare_main
 from rlmix.errors import ConfigError
 from rlmix.locks import LOCK_FILE, Holder, hold, holder
 from rlmix.loop import loop_study
+from rlmix.train import main as train_main
 
 HOLD_AND_WAIT = """
 import sys
@@ -115,3 +117,56 @@ def test_a_file_system_without_locks_runs_with_a_warning(tmp_path, monkeypatch):
     with pytest.warns(RuntimeWarning, match=r"\(its file system has no locks\): nothing stops a "):
         with hold(tmp_path, "rlmix.compare"):
             assert holder(tmp_path) == Holder(None)
+
+
+# -- one process a run directory ------------------------------------------------------------------
+
+
+def test_train_refuses_a_run_directory_another_process_trains(tmp_path, tiny_cli_args, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    argv = ["--policy", "vanilla", "--epochs", "1", "--out", str(out), "--no-progress"]
+    with hold(out, "rlmix.compare", study=False):
+        assert run_main(train_main, [*argv, *tiny_cli_args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: '{out}' is in use by another rlmix.compare (pid {os.getpid()}): wait for it "
+        "to stop or use another --out"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # no config, log or checkpoint
+
+
+def test_train_holds_its_run_directory_while_it_trains_and_frees_it(
+    tmp_path, tiny_cli_args, monkeypatch
+):
+    seen = []
+    real = train_main.__globals__["train_fixed"]
+
+    def spying(cfg, **kwargs):
+        seen.append(holder(Path(cfg.out)))
+        return real(cfg, **kwargs)
+
+    monkeypatch.setitem(train_main.__globals__, "train_fixed", spying)
+    out = tmp_path / "run"
+    argv = ["--policy", "vanilla", "--epochs", "1", "--out", str(out), "--no-progress"]
+    assert run_main(train_main, [*argv, *tiny_cli_args]) == 0
+    assert seen == [Holder(True, os.getpid(), "rlmix.train")]
+    assert holder(out) == Holder(False)
+
+
+def test_a_study_does_not_train_a_run_another_process_trains(tiny_config, tmp_path):
+    out = tmp_path / "study"
+    run = out / "vanilla" / "seed0"
+    run.mkdir(parents=True)
+    with hold(run, "rlmix.train", study=False):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^'{run}' is in use by another rlmix.train \(pid {os.getpid()}\): wait for it "
+            r"to stop or use another --out$",
+        ):
+            compare(
+                tiny_config(epochs=1, eval_fgsm=False), ["vanilla"], [0], None, out, progress=False
+            )
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]  # it trained nothing there
+    compare(tiny_config(epochs=1, eval_fgsm=False), ["vanilla"], [0], None, out, progress=False)
+    assert holder(run) == Holder(False) and (run / "metrics.json").is_file()
