@@ -10,10 +10,10 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rlmix import distributed
 from rlmix.errors import ConfigError, RlmixError
-from rlmix.io import check_writable
 from rlmix.locks import hold
 
 
@@ -79,7 +79,7 @@ def run_training(
     try:
         with lock:
             distributed.on_main(
-                lambda: lock.enter_context(hold(check_writable(cfg.out), command, study=False))
+                lambda: lock.enter_context(hold(Path(cfg.out), command, study=False))
             )
             metrics = train(
                 cfg,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rlmix.errors import ConfigError
+from rlmix.io import check_writable
 
 try:
     import fcntl
@@ -56,12 +57,15 @@ def _take(fd: int, tries: int = 5) -> bool | None:
 @contextlib.contextmanager
 def hold(directory: Path, command: str, *, study: bool = True) -> Iterator[None]:
     """Hold ``directory``'s lock while the block runs, as ``command`` (what a refused process is
-    told holds it). Where the folder cannot be locked the block runs with a warning. ``study``:
-    the folder is a study, and the refusal says how to watch it (``rlmix.status``).
+    told holds it), creating the folder first. Where the folder cannot be locked the block runs
+    with a warning. ``study``: the folder is a study, and the refusal says how to watch it
+    (``rlmix.status``).
 
     Raises:
-        ConfigError: another process holds it (one line naming its command and pid).
+        ConfigError: another process holds it (one line naming its command and pid), or the
+            folder cannot be created or written to.
     """
+    check_writable(directory)
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return

@@ -164,7 +164,6 @@ def loop_study(
         for mixer in mixers:
             run_cfg = {**cfg.to_dict(), "seed": seed, "out": str(out / mixer / f"seed{seed}")}
             runs.append((run_cfg, mixer, max(1, (os.cpu_count() or 1) // jobs)))
-    check_writable(out)
     with hold(out, "rlmix.loop"):  # one loop study at a time in a folder
         start = time.perf_counter()
         results = map_stoppable(_run, [(r,) for r in runs], jobs)

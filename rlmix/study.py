@@ -25,7 +25,7 @@ from typing import Any
 from rlmix.checkpoints import config_difference
 from rlmix.config import Config, leaf_keys, load_config
 from rlmix.errors import ConfigError, RlmixError
-from rlmix.io import atomic_write_json, check_writable
+from rlmix.io import atomic_write_json
 from rlmix.locks import hold
 
 MANIFEST = "study.json"
@@ -312,7 +312,7 @@ def run_job(job: Job, threads: int | None = None) -> Result:
         before = torch.get_num_threads()
         torch.set_num_threads(threads or before)
         try:
-            with hold(check_writable(job.out), "rlmix.compare", study=False):
+            with hold(job.out, "rlmix.compare", study=False):
                 train(
                     dataclasses.replace(job.cfg, policy=job.policy), resume=resume, progress=False
                 )
